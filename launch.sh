@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The human entry point. Every command sets up .venv first if it is missing or stale.
+#   ./launch.sh demo            make a VOC-format set, pack it, train with DDP, evaluate
+#   ./launch.sh test [ARGS]     the test suite (what CI runs); ARGS go to pytest
+#   ./launch.sh train ARGS      accelerate launch trainer/main.py ARGS on every local GPU (2 CPU procs without)
+#   ./launch.sh bench ARGS      python -m shards.bench ARGS (loader throughput)
+#   ./launch.sh setup           only create/refresh .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+setup() {
+    # Re-install when pyproject.toml changed since the last install, so a pulled
+    # dependency change never runs against a stale environment.
+    local stamp="$VENV/.installed-pyproject"
+    if [[ -x "$PY" ]] && cmp -s pyproject.toml "$stamp"; then return 0; fi
+    echo ">> setting up $VENV (pip install -e '.[test]'; first time takes a few minutes)"
+    [[ -x "$PY" ]] || python3 -m venv "$VENV"
+    "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    cp pyproject.toml "$stamp"
+}
+
+# Processes for a local run: one per GPU; on a CPU-only box 2 gloo processes
+# (NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one).
+local_launch() {
+    local ngpu
+    ngpu=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
+    if (( ngpu > 0 )); then
+        local mp=bf16
+        "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_bf16_supported() else 1)' || mp=fp16
+        local multi=(); (( ngpu > 1 )) && multi=(--multi_gpu)
+        "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
+            --mixed_precision "$mp" --dynamo_backend no trainer/main.py --mixed-precision "$mp" "$@"
+    else
+        ACCELERATE_USE_CPU=true "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
+            --num_machines 1 --mixed_precision no --dynamo_backend no trainer/main.py "$@"
+    fi
+}
+
+cmd=${1:-help}; shift || true
+case "$cmd" in
+    setup) setup ;;
+    test)
+        setup
+        exec "$PY" -m pytest "$@"
+        ;;
+    demo)
+        setup
+        data="$ROOT/data/demo"
+        if [[ ! -f "$data/shards/manifest.json" ]]; then
+            "$PY" -m shards.synth --out "$data/VOCdevkit"
+            "$PY" -m shards.pack --voc "$data/VOCdevkit" --out "$data/shards"
+        fi
+        local_launch --config configs/demo.yaml --shards "$data/shards" --out "$ROOT/runs/demo" "$@"
+        echo ">> demo outputs in $ROOT/runs/demo (summary.json, submission.csv, per_class_ap.csv, loss.png, map.png)"
+        ;;
+    train) setup; local_launch "$@" ;;
+    bench) setup; exec "$PY" -m shards.bench "$@" ;;
+    help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) echo "unknown command '$cmd'; try: ./launch.sh help" >&2; exit 2 ;;
+esac
