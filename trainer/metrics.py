@@ -1,0 +1,97 @@
+"""Per-class average precision and mAP, as SPEC.md defines them (pure numpy + sklearn).
+
+Two figures come out of the same (states, scores) arrays:
+
+- the headline "ap"/"map": sklearn's `average_precision_score` over ALL images of the split,
+  positive = devkit state 1. An image whose only instances of a class are `difficult`
+  (state 0) counts as negative, as in the reference loader that dropped difficult objects.
+- "ap_voc07"/"map_voc07": the VOC2007 devkit's 11-point interpolated AP (VOCevalcls.m),
+  where images with state 0 are ignored for that class (neither positive nor negative).
+
+A class with no positive image has no AP (sklearn would say 0.0 with a warning): it is
+None in the lists, named in "missing" and left out of the means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from shards.classes import CLASSES, NUM_CLASSES
+
+
+
+def voc07_ap(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """11-point interpolated AP of one class (VOC2007 devkit, VOCevalcls.m).
+
+    labels: devkit states 1 (positive), 0 (difficult only: ignored), -1 (negative).
+    Returns None when no image is positive. Ties are ranked in input order, as the
+    devkit's stable sort does.
+    """
+    kept = labels != 0
+    labels, scores = labels[kept], scores[kept]
+    num_pos = int(np.sum(labels == 1))
+    if num_pos == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(labels[order] == 1)
+    fp = np.cumsum(labels[order] == -1)
+    precision = tp / (tp + fp)  # tp + fp >= 1: ignored images were removed above
+    # Interpolated precision at recall t = k/10 is the best precision at any recall >= t
+    # (0 if none). Compared in integers, 10 * tp >= k * num_pos, because in floats
+    # 3 * 0.1 > 3/10 and a recall of exactly 0.3 would miss the 0.3 point.
+    points = [precision[10 * tp >= k * num_pos].max(initial=0.0) for k in range(11)]
+    return float(np.mean(points))
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _check_inputs(states: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    states, scores = np.asarray(states), np.asarray(scores, dtype=np.float64)
+    expected = f"[N, {NUM_CLASSES}] (one column per class, no background column)"
+    if states.ndim != 2 or states.shape[1] != NUM_CLASSES:
+        raise ValueError(f"states must be {expected}, got shape {states.shape}")
+    if scores.shape != states.shape:
+        raise ValueError(f"scores shape {scores.shape} does not match states shape {states.shape}")
+    if states.shape[0] == 0:
+        raise ValueError("no images to score: states and scores are empty")
+    bad_states = np.setdiff1d(np.unique(states), [-1, 0, 1])
+    if bad_states.size:
+        raise ValueError(f"states must be devkit labels 1/0/-1, found {bad_states.tolist()}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"scores hold {int(np.sum(~np.isfinite(scores)))} NaN/inf values "
+                         "(diverged training or a bad checkpoint?)")
+    return states, scores
+
+
+def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
+    """AP per class and their means for one split.
+
+    states: int [N, 20] devkit labels (1 present, 0 difficult only, -1 absent).
+    scores: float [N, 20] any monotone score per class (sigmoid probabilities here).
+    Returns {"ap", "ap_voc07": list of 20 float|None in CLASSES order, "map", "map_voc07":
+    float|None (None only if no class has a positive), "missing": class names without a
+    positive image, "positives": images with state 1 per class}.
+    """
+    states, scores = _check_inputs(states, scores)
+    positives = [int(n) for n in np.sum(states == 1, axis=0)]
+    ap: list[float | None] = []
+    ap_voc07: list[float | None] = []
+    for c in range(NUM_CLASSES):
+        if positives[c] == 0:
+            ap.append(None)
+            ap_voc07.append(None)
+            continue
+        ap.append(float(average_precision_score(states[:, c] == 1, scores[:, c])))
+        ap_voc07.append(voc07_ap(states[:, c], scores[:, c]))
+    return {
+        "ap": ap,
+        "map": _mean_or_none(ap),
+        "ap_voc07": ap_voc07,
+        "map_voc07": _mean_or_none(ap_voc07),
+        "missing": [name for name, n in zip(CLASSES, positives) if n == 0],
+        "positives": positives,
+    }
