@@ -1,0 +1,182 @@
+"""What a run leaves for its user: submission.csv, per_class_ap.csv, loss.png, map.png,
+summary.json, and the per-class AP table printed at the end.
+
+Every file is written to a temporary name in the same directory and then renamed, so a
+run killed while writing never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from rich.table import Table
+
+from shards.classes import CLASSES, NUM_CLASSES
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call write(temp_path) on a temp file next to path, then rename it to path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return _atomic_write(path, write)
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray) -> Path:
+    """submission.csv per SPEC: header `id,aeroplane,...,tvmonitor`, one row per image,
+    sorted by id, scores = sigmoid probabilities.
+
+    ids must be strings ("000001"): an int id would lose its leading zeros. Scores are
+    written with 9 significant digits, which reproduces float32 values exactly, so AP
+    recomputed from the file equals AP computed in memory.
+    """
+    scores = np.asarray(scores)
+    if scores.shape != (len(ids), NUM_CLASSES):
+        raise ValueError(f"{path}: scores must be [{len(ids)} ids, {NUM_CLASSES} classes], "
+                         f"got {scores.shape}")
+    not_str = [i for i in ids if not isinstance(i, str)][:10]
+    if not_str:
+        raise TypeError(f"{path}: ids must be strings (VOC ids keep leading zeros), got {not_str!r}")
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"{path}: {len(duplicates)} ids appear more than once (first: "
+                         f"{duplicates[:10]}); each test image must have exactly one row")
+    if not (np.all(np.isfinite(scores)) and scores.min(initial=0) >= 0 and scores.max(initial=0) <= 1):
+        raise ValueError(f"{path}: scores must be probabilities in [0, 1] (apply sigmoid to the logits)")
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    rows = [[ids[i], *(format(float(s), ".9g") for s in scores[i])] for i in order]
+    return _atomic_write_text(path, _csv_text(["id", *CLASSES], rows))
+
+
+def _number(value: float | None, digits: int = 6) -> str:
+    """A missing value is an empty cell, never 0: 0 would read as a real (terrible) AP."""
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
+    """per_class_ap.csv: class, positives (images with state 1), ap (sklearn, the headline),
+    ap_voc07 (11-point, difficult ignored). Classes without positives have empty AP cells."""
+    rows = [
+        [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c])]
+        for c, name in enumerate(CLASSES)
+    ]
+    return _atomic_write_text(path, _csv_text(["class", "positives", "ap", "ap_voc07"], rows))
+
+
+def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
+    """A rich table of per-class AP with the two means in the last row."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("positives", justify="right")
+    table.add_column("AP (sklearn)", justify="right")
+    table.add_column("AP VOC07 11-pt", justify="right")
+    for c, name in enumerate(CLASSES):
+        if metrics["ap"][c] is None:
+            table.add_row(name, str(metrics["positives"][c]), "[dim]missing[/dim]", "[dim]missing[/dim]")
+        else:
+            table.add_row(name, str(metrics["positives"][c]), _number(metrics["ap"][c], 4),
+                          _number(metrics["ap_voc07"][c], 4))
+    table.add_section()
+    missing = f" ({len(metrics['missing'])} missing, left out)" if metrics["missing"] else ""
+    table.add_row(f"[bold]mAP[/bold]{missing}", "", _number(metrics["map"], 4) or "-",
+                  _number(metrics["map_voc07"], 4) or "-")
+    return table
+
+
+def _series(rows: Sequence[Mapping], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of the rows where key holds a number. history.csv leaves a cell
+    empty at epochs without evaluation; rows read back from it hold strings."""
+    epochs, values = [], []
+    for row in rows:
+        value = row.get(key)
+        if value is None or value == "":
+            continue
+        value = float(value)
+        if not math.isnan(value):
+            epochs.append(float(row["epoch"]))
+            values.append(value)
+    return epochs, values
+
+
+def _save_plot(path: Path, ylabel: str, title: str, curves: list[tuple[str, str]],
+               rows: Sequence[Mapping]) -> Path:
+    # Figure without pyplot: no global backend or figure registry, nothing to close.
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for key, label in curves:
+        epochs, values = _series(rows, key)
+        if values:
+            ax.plot(epochs, values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, never 2.5
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def plot_history(history_rows: Sequence[Mapping], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """loss.png (train loss every epoch, val loss where evaluated) and map.png (train and
+    val mAP at evaluated epochs) from history rows with keys epoch, train_loss, val_loss,
+    train_map, val_map (numbers, or None/"" where not evaluated)."""
+    out_dir = Path(out_dir)
+    loss = _save_plot(out_dir / "loss.png", "loss per image", "Loss",
+                      [("train_loss", "train"), ("val_loss", "val")], history_rows)
+    mean_ap = _save_plot(out_dir / "map.png", "mAP (sklearn AP, mean over classes)", "mAP",
+                         [("train_map", "train"), ("val_map", "val")], history_rows)
+    return loss, mean_ap
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars/arrays and paths, which end up in summaries, as plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"summary value of type {type(value).__name__} is not JSON serializable: {value!r}")
+
+
+def write_summary(path: str | os.PathLike, summary: Mapping) -> Path:
+    """summary.json, written atomically (temp file + rename)."""
+    text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+    return _atomic_write_text(path, text)
