@@ -1,0 +1,195 @@
+"""A VOC2007-format data set of our own: `python -m shards.synth --out DIR`.
+
+Nothing on these machines can download VOC, so the demo, the tests and the loader
+benchmark run on this: a real VOCdevkit tree (JPEGImages, Annotations in the VOC XML
+schema, ImageSets/Main incl. `<class>_<split>.txt`) that torchvision's VOCDetection and
+our packer read exactly like the official one.
+
+Each class is a fixed (shape, colour, texture) triple (see `shards/synth_drawing.py`);
+classes share a hue or a shape with one other class, so neither cue alone is enough.
+Images are VOC-sized JPEGs over backgrounds cut from real VOC photos, so decode cost and
+file sizes resemble VOC. Every image is drawn from its own RNG seeded by (seed, index):
+the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import Progress
+
+from shards.annotations import VocObject, devkit_states
+from shards.classes import CLASSES
+from shards.synth_drawing import Backgrounds, draw_objects
+
+# VOC07 image frequencies per class (trainval, fraction of images), scaled a little so that
+# after forcing at least one object per image person lands near 40% as in VOC.
+_CLASS_FREQUENCY = {
+    "aeroplane": 0.047, "bicycle": 0.048, "bird": 0.065, "boat": 0.036, "bottle": 0.049,
+    "bus": 0.034, "car": 0.155, "cat": 0.067, "chair": 0.089, "cow": 0.026,
+    "diningtable": 0.043, "dog": 0.082, "horse": 0.057, "motorbike": 0.046, "person": 0.40,
+    "pottedplant": 0.049, "sheep": 0.019, "sofa": 0.073, "train": 0.052, "tvmonitor": 0.052,
+}
+FULL_SIZES = {"train": 2501, "val": 2510, "test": 4952}  # VOC07's real split sizes
+DEFAULT_SIZES = {"train": 500, "val": 200, "test": 301}  # a CPU demo; odd test count on purpose
+# Where the real VOC photos used as backgrounds live on these machines (see NOTES.md).
+DEFAULT_BACKGROUNDS = Path("/work/shared/fixtures/voc2007-real")
+JPEG_QUALITY = (90, 96)  # VOC's JPEGs are quality ~90-95; drawn per image from this range
+
+
+@dataclass(frozen=True)
+class SynthImage:
+    id: str
+    split: str
+    width: int
+    height: int
+    objects: list[VocObject]
+    jpeg: bytes
+
+
+def _image_size(rng: np.random.Generator) -> tuple[int, int]:
+    """(width, height) distributed like VOC: mostly 500x375 landscape, some portrait."""
+    u = rng.random()
+    if u < 0.6:
+        return 500, 375
+    if u < 0.8:
+        return 375, 500
+    short = int(rng.integers(300, 500))
+    return (500, short) if u < 0.92 else (short, 500)
+
+
+def _choose_classes(rng: np.random.Generator) -> list[str]:
+    """Classes of one image's objects (1-6 objects), with VOC-like skewed frequencies."""
+    probs = np.array([_CLASS_FREQUENCY[c] for c in CLASSES])
+    present = [c for c, p in zip(CLASSES, probs) if rng.random() < p]
+    if not present:  # every VOC image has at least one object
+        present = [CLASSES[int(rng.choice(len(CLASSES), p=probs / probs.sum()))]]
+    present = present[:6]
+    names = list(present)
+    # Extra instances of the classes present (VOC images often hold several people/cars).
+    while len(names) < 6 and rng.random() < 0.3:
+        names.append(present[int(rng.integers(len(present)))])
+    return names
+
+
+def make_image(seed: int, index: int, image_id: str, split: str, backgrounds: Backgrounds) -> SynthImage:
+    """Draw one image and its annotation; a pure function of (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    width, height = _image_size(rng)
+    canvas = backgrounds.sample(rng, width, height)
+    objects = draw_objects(canvas, _choose_classes(rng), rng)
+    buffer = io.BytesIO()
+    quality = int(rng.integers(*JPEG_QUALITY))
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=quality)
+    return SynthImage(image_id, split, width, height, objects, buffer.getvalue())
+
+
+def annotation_xml(image: SynthImage) -> bytes:
+    """The VOC2007 XML for one image (same element order and layout as the official files)."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2007"
+    ET.SubElement(root, "filename").text = f"{image.id}.jpg"
+    source = ET.SubElement(root, "source")
+    ET.SubElement(source, "database").text = "The VOC2007 Database"
+    ET.SubElement(source, "annotation").text = "PASCAL VOC2007"
+    ET.SubElement(source, "image").text = "synthetic (shards.synth)"
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", image.width), ("height", image.height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "0"
+    for obj in image.objects:
+        node = ET.SubElement(root, "object")
+        ET.SubElement(node, "name").text = obj.name
+        ET.SubElement(node, "pose").text = "Unspecified"
+        ET.SubElement(node, "truncated").text = str(int(obj.truncated))
+        ET.SubElement(node, "difficult").text = str(int(obj.difficult))
+        box = ET.SubElement(node, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), obj.bbox):
+            ET.SubElement(box, tag).text = str(value)
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _assign_ids(sizes: dict[str, int], seed: int) -> list[tuple[str, str]]:
+    """(id, split) for every image: VOC-style 6-digit ids, splits interleaved like VOC's."""
+    total = sum(sizes.values())
+    splits = np.repeat(list(sizes), list(sizes.values()))
+    np.random.default_rng([seed, 2007]).shuffle(splits)
+    return [(f"{i + 1:06d}", str(split)) for i, split in enumerate(splits)]
+
+
+def write_image_sets(voc: Path, images: Sequence[SynthImage]) -> None:
+    """ImageSets/Main: <split>.txt and <class>_<split>.txt (devkit format '%s %2d')."""
+    main = voc / "ImageSets" / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[SynthImage]] = {}
+    for image in images:
+        by_split.setdefault(image.split, []).append(image)
+    if "train" in by_split and "val" in by_split:
+        by_split["trainval"] = sorted(by_split["train"] + by_split["val"], key=lambda im: im.id)
+    for split, members in by_split.items():
+        members = sorted(members, key=lambda im: im.id)
+        (main / f"{split}.txt").write_text("".join(f"{im.id}\n" for im in members))
+        states = [devkit_states(im.objects) for im in members]
+        for c, name in enumerate(CLASSES):
+            lines = "".join(f"{im.id} {s[c]:2d}\n" for im, s in zip(members, states))
+            (main / f"{name}_{split}.txt").write_text(lines)
+
+
+def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path | None) -> Path:
+    """Write OUT/VOC2007 (OUT plays the role of a VOCdevkit folder); returns the VOC2007 path."""
+    voc = out / "VOC2007"
+    for sub in ("JPEGImages", "Annotations"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    backgrounds = Backgrounds.load(backgrounds_dir)
+    assigned = _assign_ids(sizes, seed)
+    images: list[SynthImage] = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("drawing images", total=len(assigned))
+        for index, (image_id, split) in enumerate(assigned):
+            image = make_image(seed, index, image_id, split, backgrounds)
+            (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(image.jpeg)
+            (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image))
+            # Keep only what ImageSets needs; the JPEG bytes are on disk already.
+            images.append(SynthImage(image.id, split, image.width, image.height, image.objects, b""))
+            progress.advance(task)
+    write_image_sets(voc, images)
+    return voc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shards.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="VOCdevkit folder to write (DIR/VOC2007/...)")
+    for split, n in DEFAULT_SIZES.items():
+        parser.add_argument(f"--{split}", type=int, default=n, help=f"{split} images (default {n})")
+    parser.add_argument("--full", action="store_true", help="VOC07's real sizes: 2501/2510/4952")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    parser.add_argument("--backgrounds", type=Path, default=DEFAULT_BACKGROUNDS,
+                        help="folder of real photos (*.jpg) to cut backgrounds from; "
+                             "procedural texture when it does not exist")
+    args = parser.parse_args(argv)
+    sizes = dict(FULL_SIZES) if args.full else {s: getattr(args, s) for s in DEFAULT_SIZES}
+    bad = [f"--{s} {n}" for s, n in sizes.items() if n < 0]
+    if bad:
+        parser.error(f"split sizes must be >= 0, got {', '.join(bad)}")
+    console = Console(stderr=True)
+    if not args.backgrounds.is_dir():
+        console.print(f"[yellow]no background photos at {args.backgrounds}: using procedural texture")
+    voc = generate(args.out, {s: n for s, n in sizes.items() if n > 0}, args.seed,
+                   args.backgrounds if args.backgrounds.is_dir() else None)
+    console.print(f"wrote {sum(sizes.values())} images to {voc} "
+                  f"({', '.join(f'{s} {n}' for s, n in sizes.items())}, seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
