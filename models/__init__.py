@@ -1,1 +1,12 @@
+"""Every network the trainer can train, created by name: ``create_model("vocnet")``.
 
+The family modules are imported here, explicitly, so that their ``@register_model``
+builders are in the registry as soon as ``models`` is imported.
+"""
+
+from . import alexnet, basenet, final, resnet, vocnet  # noqa: F401  (registers the builders)
+from .describe import describe
+from .registry import create_model, list_models, register_model
+from .weights import PretrainedWeightsMissing
+
+__all__ = ["create_model", "list_models", "register_model", "describe", "PretrainedWeightsMissing"]

@@ -1,0 +1,35 @@
+"""torchvision's AlexNet with a 21-logit head: from scratch and from ImageNet weights (SPEC.md).
+
+The whole network is torchvision's; only ``classifier[6]`` (the last Linear) becomes
+4096 -> 21. Its adaptive average pool lets it take any input of at least 63 px.
+"""
+
+import os
+
+from torchvision.models import AlexNet, AlexNet_Weights
+from torchvision.models import alexnet as tv_alexnet
+
+from shards.classes import NUM_LOGITS
+
+from .registry import register_model
+from .weights import load_pretrained
+
+
+@register_model()
+def alexnet() -> AlexNet:
+    """AlexNet from random initialization (the report's 0.0928 test mAP row)."""
+    return tv_alexnet(weights=None, num_classes=NUM_LOGITS)
+
+
+@register_model()
+def alexnet_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> AlexNet:
+    """AlexNet with ImageNet weights (IMAGENET1K_V1) everywhere but a new last Linear (the 0.6821 row).
+
+    ``weights``: path of the .pth file; default: torchvision's file in the torch hub cache.
+    ``freeze_features``: train only the new last layer.
+    """
+    model = tv_alexnet(weights=None, num_classes=NUM_LOGITS)
+    return load_pretrained(
+        model, "alexnet_pretrained", AlexNet_Weights.IMAGENET1K_V1,
+        head="classifier.6", weights=weights, freeze_features=freeze_features,
+    )

@@ -1,0 +1,50 @@
+"""Every trainable network, by name: a dict plus a decorator (like torchvision.models._api).
+
+Family modules register their builders with ``@register_model()``; ``models/__init__.py``
+imports those modules explicitly, so the registry is complete once ``models`` is imported.
+"""
+
+import difflib
+import inspect
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name`` (default: the function's name); a name is taken once."""
+
+    def register(builder: Builder) -> Builder:
+        key = name or builder.__name__
+        if key in _BUILDERS:
+            taken = _BUILDERS[key]
+            raise ValueError(f"model name {key!r} is already registered by {taken.__module__}.{taken.__qualname__}")
+        _BUILDERS[key] = builder
+        return builder
+
+    return register
+
+
+def list_models() -> list[str]:
+    """Names ``create_model`` accepts, sorted."""
+    return sorted(_BUILDERS)
+
+
+def create_model(name: str, **options: Any) -> nn.Module:
+    """Build the network registered as ``name``; ``options`` go to its builder (checked first)."""
+    if name not in _BUILDERS:
+        close = difflib.get_close_matches(name, _BUILDERS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
+    builder = _BUILDERS[name]
+    # Checked here rather than left to a TypeError, so a typo in a config key names the model.
+    accepted = inspect.signature(builder).parameters
+    for option in options:
+        if option not in accepted:
+            takes = ", ".join(accepted) or "no options"
+            raise ValueError(f"model {name!r} does not take option {option!r} (it takes: {takes})")
+    return builder(**options)

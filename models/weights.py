@@ -1,0 +1,89 @@
+"""ImageNet weights for the ``*_pretrained`` models, from local files only.
+
+Nothing on these machines can download, so the weights come from either
+  * ``weights=PATH`` (the trainer's ``--weights``), or
+  * the torch hub cache, under torchvision's own file name:
+    ``torch.hub.get_dir()/checkpoints/<file>`` (= ``$TORCH_HOME/hub/checkpoints/...``),
+    which is where ``torchvision.models.alexnet(weights="IMAGENET1K_V1")`` would have
+    saved it on a machine with internet, so a copied cache just works.
+A missing file raises ``PretrainedWeightsMissing`` saying where to put it, before any training.
+Files are read with ``torch.load(weights_only=True)``: a state dict of tensors, no pickled code.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision.models import WeightsEnum
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """The pretrained weights file is not on this machine; the message says where it should be."""
+
+
+def cached_weights_path(weights_enum: WeightsEnum) -> Path:
+    """Where torchvision's hub cache keeps ``weights_enum``'s file (it may not exist)."""
+    filename = Path(urlparse(weights_enum.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def find_weights(model_name: str, weights_enum: WeightsEnum, weights: str | os.PathLike | None) -> Path:
+    """The file to load: ``weights`` when given, else the hub cache; raise if it is not there."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsMissing(
+                f"{model_name}: weights file {path} (given with weights= / --weights) does not exist. "
+                f"Pass the path of a copy of {weights_enum.url}"
+            )
+        return path
+    path = cached_weights_path(weights_enum)
+    if not path.is_file():
+        raise PretrainedWeightsMissing(
+            f"{model_name} needs the ImageNet weights {weights_enum} and this machine cannot download them. "
+            f"Put the file at {path} (get it on a machine with internet from {weights_enum.url}; "
+            "the directory is $TORCH_HOME/hub/checkpoints, or torch.hub.get_dir()/checkpoints), "
+            "or pass its path with weights= (the trainer's --weights PATH)."
+        )
+    return path
+
+
+def load_pretrained(
+    model: nn.Module,
+    model_name: str,
+    weights_enum: WeightsEnum,
+    *,
+    head: str,
+    weights: str | os.PathLike | None = None,
+    freeze_features: bool = False,
+) -> nn.Module:
+    """Load every ImageNet tensor except the classifier ``head`` (a module path, e.g. "fc") into ``model``.
+
+    ``model`` is built with its 21-logit head, which keeps its fresh initialization. With
+    ``freeze_features`` every parameter outside ``head`` gets ``requires_grad=False``
+    (BatchNorm running statistics still update in train mode; only the weights are frozen).
+    """
+    path = find_weights(model_name, weights_enum, weights)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{model_name}: {path} does not hold a state dict (got {type(state).__name__})")
+    prefix = head + "."
+    features = {key: value for key, value in state.items() if not key.startswith(prefix)}
+    try:
+        result = model.load_state_dict(features, strict=False)
+    except RuntimeError as err:  # tensor shape mismatch: weights of another architecture
+        raise ValueError(f"{model_name}: {path} does not match the architecture ({weights_enum}): {err}") from err
+    head_keys = sorted(key for key in model.state_dict() if key.startswith(prefix))
+    if result.unexpected_keys or sorted(result.missing_keys) != head_keys:
+        missing = sorted(set(result.missing_keys) - set(head_keys))
+        raise ValueError(
+            f"{model_name}: {path} does not hold {weights_enum} weights: "
+            f"missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+        )
+    if freeze_features:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(prefix))
+    return model
