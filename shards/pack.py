@@ -1,0 +1,189 @@
+"""Pack VOC into webdataset shards: `python -m shards.pack --voc PATH [--voc PATH2] --out SHARDS_DIR`.
+
+One sample per image, `__key__` = the VOC id, with `jpg` (RGB JPEG, by default short side
+256) and `json` ({"id", "labels": 20 devkit states 1/0/-1, "objects", "width", "height"}).
+Shards are `SHARDS_DIR/{split}-{NNNNN}.tar`, plus `manifest.json`.
+
+Everything is written to a temporary folder next to SHARDS_DIR and renamed at the end, so
+a failed pack never leaves a half-written shard set. Output is deterministic: ids in
+sorted order, fixed tar metadata, no timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import webdataset as wds
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from shards.annotations import AnnotationError, devkit_states, parse_annotation
+from shards.classes import CLASSES
+from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
+from shards.manifest import split_record, write_manifest
+from shards.sources import SourceError, VocSource, collect_splits, open_source
+
+# 32 per shard gives VOC07 train (2501 images) 79 shards: ranks x workers must never exceed
+# the shard count, and 64 covers e.g. 8 GPUs x 8 workers.
+DEFAULT_SAMPLES_PER_SHARD = 32
+
+
+class PackError(RuntimeError):
+    """The input has bad samples (and --skip-bad was not given) or the output is unusable."""
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD
+    max_size: int | None = DEFAULT_MAX_SIZE  # stored shorter side; None keeps originals
+    quality: int = DEFAULT_QUALITY
+    skip_bad: bool = False
+
+
+def _sample(source: VocSource, image_id: str, options: PackOptions) -> tuple[dict, list[int]]:
+    """The webdataset sample of one image and its devkit states; raises ValueError on bad input."""
+    xml = source.annotation(image_id)
+    if xml is None:
+        raise ValueError(f"no annotation Annotations/{image_id}.xml")
+    data = source.image(image_id)
+    if data is None:
+        raise ValueError(f"no image JPEGImages/{image_id}.jpg")
+    try:
+        annotation = parse_annotation(xml)
+    except AnnotationError as err:
+        raise ValueError(f"Annotations/{image_id}.xml: {err}") from None
+    try:
+        stored = prepare_image(data, options.max_size, options.quality)
+    except ImageError as err:
+        raise ValueError(f"JPEGImages/{image_id}.jpg: {err}") from None
+    states = devkit_states(annotation.objects)
+    record = {
+        "id": image_id,
+        "labels": states,
+        "objects": [obj.to_json() for obj in annotation.objects],
+        # The original size (boxes are in its coordinates), whatever size is stored.
+        "width": stored.width,
+        "height": stored.height,
+    }
+    return {"__key__": image_id, "jpg": stored.jpeg, "json": json.dumps(record).encode()}, states
+
+
+def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path, options: PackOptions,
+               progress: Progress) -> tuple[dict, list[dict]]:
+    """Write `split`'s shards into out_dir; returns its manifest record and its bad samples."""
+    good_ids, states, bad = [], [], []
+    task = progress.add_task(f"{split:5s} <- {source.path.name}", total=len(ids))
+    # mtime and owner fixed so the same input gives byte-identical shards.
+    with wds.ShardWriter(str(out_dir / f"{split}-%05d.tar"), maxcount=options.samples_per_shard,
+                         verbose=0, mtime=0, user="voc", group="voc") as writer:
+        for image_id in sorted(set(ids)):
+            try:
+                sample, image_states = _sample(source, image_id, options)
+            except ValueError as err:
+                bad.append({"id": image_id, "split": split, "reason": str(err)})
+            else:
+                writer.write(sample)
+                good_ids.append(image_id)
+                states.append(image_states)
+            progress.advance(task)
+    shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
+    return split_record(shards, good_ids, states), bad
+
+
+def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console) -> dict:
+    """Pack every split found in `voc_paths` into `out`; returns the manifest."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PackError(f"--out {out} already exists and is not an empty folder; remove it or pick another")
+    sources = []
+    try:
+        for path in voc_paths:
+            sources.append(open_source(path))
+        splits = collect_splits(sources)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            manifest = _pack_into(staging, splits, options, console)
+            manifest["source"] = [str(p.resolve()) for p in voc_paths]
+            write_manifest(staging, manifest)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            os.replace(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        for source in sources:
+            source.close()
+    return manifest
+
+
+def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Console) -> dict:
+    records, bad = {}, []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        for split, (source, ids) in splits.items():
+            records[split], split_bad = pack_split(source, split, ids, staging, options, progress)
+            bad += split_bad
+    if bad and not options.skip_bad:
+        listing = "\n".join(f"  {b['split']} {b['id']}: {b['reason']}" for b in bad)
+        raise PackError(f"{len(bad)} bad sample(s); nothing was written. Fix them, or pass --skip-bad "
+                        f"to pack the rest and list these in manifest.json:\n{listing}")
+    empty = [split for split, record in records.items() if record["count"] == 0]
+    if empty:
+        raise PackError(f"no usable sample in split(s) {', '.join(empty)}; nothing was written")
+    for b in bad:
+        console.print(f"[yellow]skipped[/] {b['split']} {b['id']}: {b['reason']}")
+    return {
+        "classes": list(CLASSES),
+        "splits": records,
+        "image_policy": {"format": "JPEG", "mode": "RGB", "short_side_max": options.max_size,
+                         "jpeg_quality": options.quality,
+                         "note": "width/height in each sample's json are the original size"},
+        "samples_per_shard": options.samples_per_shard,
+        "skipped": bad,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shards.pack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--voc", type=Path, action="append", required=True,
+                        help="VOCdevkit folder, its VOC2007 folder, or an official VOC2007 tar; repeatable")
+    parser.add_argument("--out", type=Path, required=True, help="shard folder to create (must not exist)")
+    parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
+                        help=f"images per shard (default {DEFAULT_SAMPLES_PER_SHARD})")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                      help=f"store images with their shorter side shrunk to this (default {DEFAULT_MAX_SIZE})")
+    size.add_argument("--keep-original", action="store_true", help="store images at their original size")
+    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                        help=f"JPEG quality of re-encoded images (default {DEFAULT_QUALITY})")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="pack the good samples and list the bad ones in manifest.json")
+    args = parser.parse_args(argv)
+    if args.samples_per_shard < 1:
+        parser.error(f"--samples-per-shard must be >= 1, got {args.samples_per_shard}")
+    if args.max_size < 1:
+        parser.error(f"--max-size must be >= 1, got {args.max_size}")
+    options = PackOptions(args.samples_per_shard, None if args.keep_original else args.max_size,
+                          args.quality, args.skip_bad)
+    console = Console(stderr=True)
+    try:
+        manifest = pack(args.voc, args.out, options, console)
+    except (SourceError, PackError) as err:
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        return 2 if isinstance(err, SourceError) else 1
+    counts = ", ".join(f"{s} {r['count']} in {len(r['shards'])} shards" for s, r in manifest["splits"].items())
+    console.print(f"packed {counts} into {args.out}"
+                  + (f"; skipped {len(manifest['skipped'])}" if manifest["skipped"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
