@@ -1,0 +1,193 @@
+"""The training and evaluation pipelines over the shards (webdataset + torch DataLoader).
+
+Both yield `(images uint8 [B, 3, S, S], states int8 [B, 20] devkit 1/0/-1, ids list[str])`.
+rank and world_size are arguments (the trainer passes accelerator.process_index and
+num_processes): nothing here reads RANK/WORLD_SIZE or torch.distributed, and the loaders
+must stay out of `accelerator.prepare`, which would split them a second time (NOTES.md).
+
+Train: every rank yields exactly `steps_per_epoch(...)` batches, so DDP never waits on a
+rank that ran dry. Each epoch the shards are permuted by (seed, epoch) and dealt to the
+ranks, then to each rank's loader workers; a worker cycles through its shards (a new
+order per cycle) until it has produced its share of the batches. Which samples a rank
+sees, and in which order, is a pure function of (seed, epoch, rank, num_workers); the
+DataLoader's generator is seeded the same way, so worker-side augmentation repeats too.
+
+Eval: shard i goes to rank i % world_size, then to that rank's workers in turn, so every
+sample of the split is read exactly once across ranks x workers; ranks may end with
+different batch counts. The trainer gathers ids and checks them against the manifest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from shards.classes import NUM_CLASSES
+from shards.manifest import load_manifest, split_entry
+from shards.transforms import eval_transform, train_transform
+
+SHUFFLE_BUFFER = 512  # samples (still JPEG bytes, ~25 KB each at short side 256) per worker
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
+
+
+class CorruptSampleWarning(UserWarning):
+    """A sample or shard that could not be read; the message names its key and shard."""
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def _seeded(*parts: object) -> random.Random:
+    # String seeds are hashed with SHA-512 by `random`: stable across runs and processes.
+    return random.Random("/".join(map(str, parts)))
+
+
+def _shard_urls(shards_dir: str | Path, split: str) -> tuple[list[str], dict]:
+    manifest = load_manifest(shards_dir)
+    entry = split_entry(manifest, split, shards_dir)
+    return [str(Path(shards_dir) / name) for name in entry["shards"]], entry
+
+
+def steps_per_epoch(shards_dir: str | Path, *, batch_size: int, world_size: int, split: str = "train") -> int:
+    """Batches every rank yields per training epoch: max(1, count // (batch_size * world_size))."""
+    _, entry = _shard_urls(shards_dir, split)
+    return max(1, entry["count"] // (batch_size * world_size))
+
+
+class _TrainShards(IterableDataset):
+    """Endless shard urls for one (rank, worker), in an order fixed by (seed, epoch, rank, worker)."""
+
+    def __init__(self, urls: list[str], *, seed: int, epoch: int, rank: int, world_size: int) -> None:
+        order = sorted(urls)
+        _seeded(seed, epoch).shuffle(order)
+        # With more ranks than shards a rank reads all of them (in its own order) rather than none.
+        self.rank_urls = order[rank::world_size] or order
+        self.seed_parts = (seed, epoch, rank)
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = _worker()
+        mine = self.rank_urls[worker::num_workers] or self.rank_urls
+        for cycle in itertools.count():
+            urls = list(mine)
+            _seeded(*self.seed_parts, worker, cycle).shuffle(urls)
+            yield from ({"url": url} for url in urls)
+
+
+class _EvalShards(IterableDataset):
+    """Each shard once: shard i -> rank i % world_size -> that rank's workers in turn."""
+
+    def __init__(self, urls: list[str], *, rank: int, world_size: int) -> None:
+        self.rank_urls = sorted(urls)[rank::world_size]
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = _worker()
+        yield from ({"url": url} for url in self.rank_urls[worker::num_workers])
+
+
+def _warn_and_continue(exn: Exception) -> bool:
+    """webdataset handler for unreadable shards/tar members: report, never drop silently."""
+    warnings.warn(f"skipping unreadable shard data: {exn!r}", CorruptSampleWarning, stacklevel=2)
+    return True
+
+
+def decode_sample(sample: dict) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A raw webdataset sample -> (uint8 [3, H, W] RGB image, int8 [20] states, id)."""
+    record = json.loads(sample["json"])
+    states = torch.tensor(record["labels"], dtype=torch.int8)
+    if states.shape != (NUM_CLASSES,):
+        raise ValueError(f"labels has shape {tuple(states.shape)}, expected ({NUM_CLASSES},)")
+    # libjpeg-turbo via torchvision: faster than PIL here, and RGB even for grayscale/CMYK files.
+    image = decode_jpeg(torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    return image, states, record["id"]
+
+
+def _decode_and_transform(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    def stage(samples: Iterable[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
+        corrupt = 0
+        for sample in samples:
+            try:
+                image, states, image_id = decode_sample(sample)
+            except Exception as err:  # noqa: BLE001 - any failure of one sample is reported, not fatal
+                corrupt += 1
+                worker, _ = _worker()
+                warnings.warn(f"skipping corrupt sample {sample.get('__key__')!r} in {sample.get('__url__')}: "
+                              f"{err!r} ({corrupt} corrupt so far in loader worker {worker})",
+                              CorruptSampleWarning, stacklevel=2)
+                continue
+            yield transform(image), states, image_id
+    return stage
+
+
+def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> Batch:
+    images, states, ids = zip(*items)
+    return torch.stack(images), torch.stack(states), list(ids)
+
+
+def _shuffled(seed_parts: tuple) -> Callable:
+    def stage(samples: Iterable[dict]) -> Iterator[dict]:
+        rng = _seeded(*seed_parts, "samples", _worker()[0])
+        yield from wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER // 4, rng=rng)(samples)
+    return stage
+
+
+def _worker_share(total_batches: int) -> Callable:
+    """Cut each worker's stream so the DataLoader yields exactly total_batches overall."""
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        worker, num_workers = _worker()
+        share = total_batches // num_workers + (worker < total_batches % num_workers)
+        yield from itertools.islice(batches, share)
+    return stage
+
+
+def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_size: int, num_workers: int,
+                 seed: int, epoch: int, preset: str = "crop_flip", image_size: int = 227,
+                 split: str = "train") -> DataLoader:
+    """Exactly steps_per_epoch(...) shuffled, augmented uint8 batches for this rank (see module doc)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    urls, _ = _shard_urls(shards_dir, split)
+    steps = steps_per_epoch(shards_dir, batch_size=batch_size, world_size=world_size, split=split)
+    seed_parts = (seed, epoch, rank)
+    pipeline = wds.DataPipeline(
+        _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
+        wds.tarfile_to_samples(handler=_warn_and_continue),
+        _shuffled(seed_parts),
+        _decode_and_transform(train_transform(preset, image_size)),
+        wds.batched(batch_size, collation_fn=_collate, partial=False),
+        _worker_share(steps),
+    )
+    with warnings.catch_warnings():
+        # webdataset warns that with_length does not cut the epoch: _worker_share does that.
+        warnings.filterwarnings("ignore", message=r".*with_length", category=UserWarning)
+        pipeline = pipeline.with_length(steps)  # so len(loader) == steps, for progress bars
+    generator = torch.Generator().manual_seed(_seeded(*seed_parts, "torch").getrandbits(63))
+    return DataLoader(pipeline, batch_size=None, num_workers=num_workers, generator=generator)
+
+
+def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: int, world_size: int,
+                num_workers: int, image_size: int = 227) -> DataLoader:
+    """This rank's part of `split` in the eval view; over all ranks every sample exactly once."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    urls, _ = _shard_urls(shards_dir, split)
+    source = _EvalShards(urls, rank=rank, world_size=world_size)
+    pipeline = wds.DataPipeline(
+        source,
+        wds.tarfile_to_samples(handler=_warn_and_continue),
+        _decode_and_transform(eval_transform(image_size)),
+        wds.batched(batch_size, collation_fn=_collate, partial=True),
+    )
+    # Workers beyond this rank's shard count would have nothing to read.
+    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))
