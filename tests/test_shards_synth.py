@@ -1,0 +1,115 @@
+"""shards.synth: a VOCdevkit tree that torchvision and the devkit conventions accept."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision.datasets import VOCDetection
+
+from shards.annotations import parse_annotation
+from shards.classes import CLASSES
+from shards.synth import _choose_classes, generate, main
+
+SPLIT_SIZES = {"train": 24, "val": 16, "trainval": 40, "test": 17}  # conftest's sizes
+
+
+def _ids(voc: Path, split: str) -> list[str]:
+    return (voc / "VOC2007" / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+
+
+@pytest.mark.parametrize("split", list(SPLIT_SIZES))
+def test_torchvision_voc_detection_reads_every_split(voc_root: Path, split: str) -> None:
+    # VOCDetection wants the folder *above* VOCdevkit.
+    dataset = VOCDetection(str(voc_root.parent), year="2007", image_set=split)
+    assert len(dataset) == SPLIT_SIZES[split]
+    image, target = dataset[len(dataset) - 1]
+    annotation = target["annotation"]
+    assert image.mode == "RGB"
+    assert image.size == (int(annotation["size"]["width"]), int(annotation["size"]["height"]))
+    for obj in annotation["object"]:
+        assert obj["name"] in CLASSES
+        box = [int(obj["bndbox"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+        assert 1 <= box[0] < box[2] <= image.size[0] and 1 <= box[1] < box[3] <= image.size[1]
+
+
+def test_splits_are_disjoint_and_trainval_is_their_union(voc_root: Path) -> None:
+    train, val, test = (set(_ids(voc_root, s)) for s in ("train", "val", "test"))
+    assert not (train & val or train & test or val & test)
+    assert _ids(voc_root, "trainval") == sorted(train | val)
+
+
+def test_class_files_hold_devkit_states_of_the_annotations(voc_root: Path) -> None:
+    main_dir = voc_root / "VOC2007" / "ImageSets" / "Main"
+    seen_states: Counter = Counter()
+    for name in CLASSES:
+        for line in (main_dir / f"{name}_trainval.txt").read_text().splitlines():
+            image_id, state = line.split()
+            objects = parse_annotation((voc_root / "VOC2007" / "Annotations" / f"{image_id}.xml").read_bytes()).objects
+            mine = [o for o in objects if o.name == name]
+            expected = 1 if any(not o.difficult for o in mine) else 0 if mine else -1
+            assert int(state) == expected, (name, image_id)
+            seen_states[int(state)] += 1
+    assert seen_states[1] and seen_states[-1]
+
+
+def test_annotations_use_the_voc_schema(voc_root: Path) -> None:
+    root = ET.parse(voc_root / "VOC2007" / "Annotations" / "000001.xml").getroot()
+    assert [child.tag for child in root][:5] == ["folder", "filename", "source", "size", "segmented"]
+    assert root.findtext("filename") == "000001.jpg"
+    for obj in root.iter("object"):
+        assert {c.tag for c in obj} == {"name", "pose", "truncated", "difficult", "bndbox"}
+
+
+def test_images_are_voc_sized_photographic_jpegs(voc_root: Path) -> None:
+    files = sorted((voc_root / "VOC2007" / "JPEGImages").glob("*.jpg"))
+    sizes = Counter()
+    for file in files:
+        with Image.open(file) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            sizes[image.size] += 1
+            assert max(image.size) == 500 and min(image.size) >= 300
+    assert sizes[(500, 375)] > len(files) / 3 and sizes[(375, 500)] > 0
+    # Textured content: JPEG sizes like VOC's (tens of KB), not flat colours (a few KB).
+    median_kb = np.median([f.stat().st_size for f in files]) / 1024
+    assert 40 < median_kb < 160
+
+
+def test_objects_vary_in_count_and_flags(voc_root: Path) -> None:
+    annotations = [parse_annotation(p.read_bytes()) for p in (voc_root / "VOC2007" / "Annotations").glob("*.xml")]
+    counts = [len(a.objects) for a in annotations]
+    assert min(counts) >= 1 and max(counts) <= 6 and len(set(counts)) > 1
+    objects = [o for a in annotations for o in a.objects]
+    assert any(o.truncated for o in objects) and any(o.difficult for o in objects)
+    assert sum(o.difficult for o in objects) < len(objects) / 3
+
+
+def test_class_frequencies_are_skewed_like_voc() -> None:
+    images = [set(_choose_classes(np.random.default_rng([1, i]))) for i in range(3000)]
+    frequency = Counter(c for classes in images for c in classes)
+    assert frequency.most_common(1)[0][0] == "person"
+    assert 0.33 < frequency["person"] / len(images) < 0.47
+    assert set(frequency) == set(CLASSES)
+    assert frequency["sheep"] < frequency["car"] / 4
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    sizes = {"train": 2, "test": 1}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        generate(tmp_path / name, sizes, seed=seed, backgrounds_dir=None)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 3 * 2 + 2 + 20 * 2  # images + annotations, train/test lists, class files
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    jpeg = Path("VOC2007/JPEGImages/000001.jpg")
+    assert (tmp_path / "a" / jpeg).read_bytes() != (tmp_path / "c" / jpeg).read_bytes()
+
+
+def test_cli_writes_the_requested_sizes(tmp_path: Path) -> None:
+    assert main(["--out", str(tmp_path / "VOCdevkit"), "--train", "3", "--val", "2", "--test", "1",
+                 "--backgrounds", str(tmp_path / "no-photos-here")]) == 0
+    assert [len(_ids(tmp_path / "VOCdevkit", s)) for s in ("train", "val", "trainval", "test")] == [3, 2, 5, 1]
