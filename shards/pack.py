@@ -139,7 +139,7 @@ def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Conso
     if empty:
         raise PackError(f"no usable sample in split(s) {', '.join(empty)}; nothing was written")
     for b in bad:
-        console.print(f"[yellow]skipped[/] {b['split']} {b['id']}: {b['reason']}")
+        console.print(f"[yellow]skipped[/] {b['split']} {b['id']}: {b['reason']}", soft_wrap=True)
     return {
         "classes": list(CLASSES),
         "splits": records,
@@ -177,11 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = pack(args.voc, args.out, options, console)
     except (SourceError, PackError) as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # paths stay unbroken
         return 2 if isinstance(err, SourceError) else 1
     counts = ", ".join(f"{s} {r['count']} in {len(r['shards'])} shards" for s, r in manifest["splits"].items())
     console.print(f"packed {counts} into {args.out}"
-                  + (f"; skipped {len(manifest['skipped'])}" if manifest["skipped"] else ""))
+                  + (f"; skipped {len(manifest['skipped'])}" if manifest["skipped"] else ""), soft_wrap=True)
     return 0
 
 
