@@ -1,0 +1,145 @@
+"""Exactly-once evaluation of one split across all processes.
+
+Each rank scores the images its eval loader gives it (the reader hands every image of the
+split to exactly one rank x worker; ranks may get different batch counts). The forward
+therefore runs on the UNWRAPPED model: a DDP forward may run collectives (buffer
+broadcast), which would hang when one rank has more batches than another. Then every rank
+gathers every rank's (ids, scores, states, loss sum) with `accelerate.utils.gather_object`
+(one all_gather_object, fine on gloo and nccl), checks the ids against the split's ids
+from the manifest, and computes the metrics itself. All ranks hold the same gathered
+data and the computation is deterministic, so all ranks return the same EvalResult, and
+a bad id set raises the same error on every rank at the same point (none waits on a
+collective that another rank will never reach).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+
+from shards.classes import NUM_CLASSES, NUM_LOGITS
+from shards.transforms import normalize
+from trainer.metrics import average_precisions
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    """One split's evaluation, rows in sorted id order."""
+
+    ids: list[str]  # sorted, equal to the split's ids in the manifest
+    scores: np.ndarray  # float32 [N, 20]: sigmoid of logits 1..20 (background left out)
+    states: np.ndarray  # int8 [N, 20]: devkit labels 1 / 0 (difficult only) / -1
+    loss: float | None  # mean loss per image over the split; None without loss_fn
+    metrics: dict  # trainer.metrics.average_precisions(states, scores)
+
+
+def logit_targets(states: torch.Tensor) -> torch.Tensor:
+    """[B, 21] float targets from devkit states: background column 0 is never positive,
+    class c is positive where its state is 1 (difficult-only counts negative, per SPEC)."""
+    targets = torch.zeros(states.shape[0], NUM_LOGITS, dtype=torch.float32, device=states.device)
+    targets[:, 1:] = (states == 1).float()
+    return targets
+
+
+def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:
+    """Fail loudly unless the gathered ids are exactly the split's ids, each once."""
+    counts = Counter(ids)
+    expected = set(expected_ids)
+    duplicated = sorted(i for i, n in counts.items() if n > 1)
+    missing = sorted(expected.difference(counts))
+    unknown = sorted(set(counts).difference(expected))
+    if not (duplicated or missing or unknown):
+        return
+    problems = [
+        f"{len(found)} {what} (first: {', '.join(found[:10])})"
+        for what, found in (("missing", missing), ("duplicated", duplicated), ("unknown", unknown))
+        if found
+    ]
+    raise RuntimeError(
+        f"evaluation of split '{split}' scored {len(ids)} images for {len(expected)} ids in the "
+        f"manifest: {'; '.join(problems)}. Every image must be scored exactly once across all "
+        "ranks, or the metrics are wrong. Missing/duplicated ids mean the eval loader did not "
+        "split the shards exactly once over ranks x workers (a reader bug) or a shard is "
+        "unreadable; unknown ids mean the shards do not match manifest.json (repack them)."
+    )
+
+
+def _local_pass(
+    net: nn.Module, loader: Iterable, accelerator: Accelerator, loss_fn: LossFn | None
+) -> tuple[list[str], np.ndarray, np.ndarray, float]:
+    """Score this rank's share: (ids, scores [n, 20], states [n, 20], sum of per-image loss)."""
+    ids: list[str] = []
+    scores: list[np.ndarray] = []
+    states: list[np.ndarray] = []
+    loss_sum = 0.0
+    for images, batch_states, batch_ids in loader:
+        images = normalize(images.to(accelerator.device, non_blocking=True))
+        with accelerator.autocast():
+            logits = net(images)
+        logits = logits.float()  # bf16/fp16 under autocast: scores and loss in float32
+        if loss_fn is not None:
+            # loss_fn returns the batch mean; weight it by the batch size so that the split's
+            # loss is the mean per image whatever the (uneven) batch sizes are.
+            targets = logit_targets(batch_states.to(logits.device))
+            loss_sum += float(loss_fn(logits, targets)) * len(batch_ids)
+        scores.append(torch.sigmoid(logits[:, 1:]).cpu().numpy())
+        states.append(batch_states.cpu().numpy().astype(np.int8))
+        ids.extend(batch_ids)
+    if not ids:  # a rank may legitimately get no sample (more ranks x workers than shards)
+        empty = np.zeros((0, NUM_CLASSES))
+        return ids, empty.astype(np.float32), empty.astype(np.int8), loss_sum
+    return ids, np.concatenate(scores), np.concatenate(states), loss_sum
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    accelerator: Accelerator,
+    *,
+    expected_ids: Sequence[str],
+    loss_fn: LossFn | None = None,
+    split: str = "eval",
+) -> EvalResult:
+    """Score every image of a split once across all ranks; the same result on every rank.
+
+    loader yields (uint8 images [B, 3, S, S], int8 states [B, 20], ids) for this rank's
+    share (shards.reader.eval_loader with this process's rank). expected_ids: the split's
+    ids from the manifest. loss_fn(logits [B, 21], targets [B, 21]) returns the batch mean.
+    split only names the split in error messages. The model's train/eval mode is restored.
+    """
+    if not expected_ids:
+        raise ValueError(f"split '{split}' has no images in the manifest: nothing to evaluate")
+    net = accelerator.unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            local = _local_pass(net, loader, accelerator, loss_fn)
+    finally:
+        net.train(was_training)
+
+    # One object per rank; gather_object returns the list of all ranks' objects (and the
+    # object itself, in a list here, on a single process).
+    gathered = gather_object([local])
+    ids = [i for rank_ids, _, _, _ in gathered for i in rank_ids]
+    _check_ids(ids, expected_ids, split)
+    scores = np.concatenate([s for _, s, _, _ in gathered])
+    states = np.concatenate([s for _, _, s, _ in gathered])
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None else None
+    return EvalResult(
+        ids=[ids[i] for i in order],
+        scores=scores[order],
+        states=states[order],
+        loss=loss,
+        metrics=average_precisions(states[order], scores[order]),
+    )
