@@ -12,7 +12,7 @@ from torchvision.models import alexnet as tv_alexnet
 from shards.classes import NUM_LOGITS
 
 from .registry import register_model
-from .weights import load_pretrained
+from .weights import find_weights, load_pretrained
 
 
 @register_model()
@@ -28,8 +28,6 @@ def alexnet_pretrained(weights: str | os.PathLike | None = None, freeze_features
     ``weights``: path of the .pth file; default: torchvision's file in the torch hub cache.
     ``freeze_features``: train only the new last layer.
     """
+    path = find_weights("alexnet_pretrained", AlexNet_Weights.IMAGENET1K_V1, weights)
     model = tv_alexnet(weights=None, num_classes=NUM_LOGITS)
-    return load_pretrained(
-        model, "alexnet_pretrained", AlexNet_Weights.IMAGENET1K_V1,
-        head="classifier.6", weights=weights, freeze_features=freeze_features,
-    )
+    return load_pretrained(model, "alexnet_pretrained", path, head="classifier.6", freeze_features=freeze_features)

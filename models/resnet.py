@@ -13,7 +13,7 @@ from torchvision.models import resnet50 as tv_resnet50
 from shards.classes import NUM_LOGITS
 
 from .registry import register_model
-from .weights import load_pretrained
+from .weights import find_weights, load_pretrained
 
 
 @register_model()
@@ -31,16 +31,14 @@ def resnet50() -> ResNet:
 @register_model()
 def resnet18_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
     """ResNet-18 with ImageNet weights (IMAGENET1K_V1) and a new ``fc``; see ``models.weights``."""
-    return load_pretrained(
-        tv_resnet18(weights=None, num_classes=NUM_LOGITS), "resnet18_pretrained",
-        ResNet18_Weights.IMAGENET1K_V1, head="fc", weights=weights, freeze_features=freeze_features,
-    )
+    path = find_weights("resnet18_pretrained", ResNet18_Weights.IMAGENET1K_V1, weights)
+    model = tv_resnet18(weights=None, num_classes=NUM_LOGITS)
+    return load_pretrained(model, "resnet18_pretrained", path, head="fc", freeze_features=freeze_features)
 
 
 @register_model()
 def resnet50_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
     """ResNet-50 with ImageNet weights (IMAGENET1K_V2) and a new ``fc``; see ``models.weights``."""
-    return load_pretrained(
-        tv_resnet50(weights=None, num_classes=NUM_LOGITS), "resnet50_pretrained",
-        ResNet50_Weights.IMAGENET1K_V2, head="fc", weights=weights, freeze_features=freeze_features,
-    )
+    path = find_weights("resnet50_pretrained", ResNet50_Weights.IMAGENET1K_V2, weights)
+    model = tv_resnet50(weights=None, num_classes=NUM_LOGITS)
+    return load_pretrained(model, "resnet50_pretrained", path, head="fc", freeze_features=freeze_features)

@@ -11,6 +11,7 @@ Files are read with ``torch.load(weights_only=True)``: a state dict of tensors, 
 """
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,7 +32,10 @@ def cached_weights_path(weights_enum: WeightsEnum) -> Path:
 
 
 def find_weights(model_name: str, weights_enum: WeightsEnum, weights: str | os.PathLike | None) -> Path:
-    """The file to load: ``weights`` when given, else the hub cache; raise if it is not there."""
+    """The file to load: ``weights`` when given, else the hub cache; raise if it is not there.
+
+    Builders call this before building the network, so a missing file fails at once.
+    """
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -52,22 +56,18 @@ def find_weights(model_name: str, weights_enum: WeightsEnum, weights: str | os.P
 
 
 def load_pretrained(
-    model: nn.Module,
-    model_name: str,
-    weights_enum: WeightsEnum,
-    *,
-    head: str,
-    weights: str | os.PathLike | None = None,
-    freeze_features: bool = False,
+    model: nn.Module, model_name: str, path: Path, *, head: str, freeze_features: bool = False
 ) -> nn.Module:
-    """Load every ImageNet tensor except the classifier ``head`` (a module path, e.g. "fc") into ``model``.
+    """Load every tensor of the file at ``path`` except the classifier ``head`` (e.g. "fc") into ``model``.
 
     ``model`` is built with its 21-logit head, which keeps its fresh initialization. With
     ``freeze_features`` every parameter outside ``head`` gets ``requires_grad=False``
     (BatchNorm running statistics still update in train mode; only the weights are frozen).
     """
-    path = find_weights(model_name, weights_enum, weights)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # truncated download, not a .pth, pickled code
+        raise ValueError(f"{model_name}: cannot read weights file {path}: {err}") from err
     if not isinstance(state, Mapping):
         raise ValueError(f"{model_name}: {path} does not hold a state dict (got {type(state).__name__})")
     prefix = head + "."
@@ -75,12 +75,12 @@ def load_pretrained(
     try:
         result = model.load_state_dict(features, strict=False)
     except RuntimeError as err:  # tensor shape mismatch: weights of another architecture
-        raise ValueError(f"{model_name}: {path} does not match the architecture ({weights_enum}): {err}") from err
+        raise ValueError(f"{model_name}: {path} holds weights of another architecture: {err}") from err
     head_keys = sorted(key for key in model.state_dict() if key.startswith(prefix))
     if result.unexpected_keys or sorted(result.missing_keys) != head_keys:
         missing = sorted(set(result.missing_keys) - set(head_keys))
         raise ValueError(
-            f"{model_name}: {path} does not hold {weights_enum} weights: "
+            f"{model_name}: {path} holds weights of another architecture: "
             f"missing keys {missing[:5]}, unexpected keys {result.unexpected_keys[:5]}"
         )
     if freeze_features:
