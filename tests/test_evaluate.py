@@ -49,11 +49,14 @@ def _devkit_states(voc_root: Path, split: str) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def accelerator():
-    """A CPU Accelerator in this process; the singleton state is reset around it so other
-    tests can build theirs with other settings."""
-    AcceleratorState._reset_state(True)
-    yield Accelerator(cpu=True)
+def make_accelerator():
+    """Builds a CPU Accelerator in this process; Accelerate's singleton state is reset
+    around it so that other tests can build theirs with other settings."""
+    def make(**options) -> Accelerator:
+        AcceleratorState._reset_state(True)
+        return Accelerator(cpu=True, **options)
+
+    yield make
     AcceleratorState._reset_state(True)
 
 
@@ -108,13 +111,13 @@ def test_ddp_metrics_equal_sklearn_on_the_submission(ddp_run, voc_root):
     assert present and metrics["map"] == pytest.approx(np.mean(present))
 
 
-def test_single_process_matches_ddp_and_keeps_the_model_in_train_mode(ddp_run, shards_dir, accelerator):
+def test_single_process_matches_ddp_and_keeps_the_model_in_train_mode(ddp_run, shards_dir, make_accelerator):
     expected = load_manifest(shards_dir)["splits"]["test"]["ids"]
     model = tiny_net().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loader = eval_loader(shards_dir, split="test", batch_size=BATCH_SIZE, rank=0, world_size=1,
                          num_workers=0, image_size=IMAGE_SIZE)
-    result = evaluate(model, loader, accelerator, expected_ids=expected,
+    result = evaluate(model, loader, make_accelerator(), expected_ids=expected,
                       loss_fn=nn.MultiLabelSoftMarginLoss(), split="test")
     # Evaluated in eval mode (BatchNorm running stats untouched), then put back in train mode.
     assert model.training
@@ -135,6 +138,19 @@ def val_batches(shards_dir) -> list:
                             num_workers=0, image_size=IMAGE_SIZE))
 
 
+def test_bf16_autocast_gives_float32_scores_close_to_fp32(val_batches, shards_dir, make_accelerator):
+    # On CPU, bf16 is the mixed precision there is (NOTES.md); logits come out in bf16.
+    expected = load_manifest(shards_dir)["splits"]["val"]["ids"]
+    loss_fn = nn.MultiLabelSoftMarginLoss()
+    full = evaluate(tiny_net(), val_batches, make_accelerator(), expected_ids=expected, loss_fn=loss_fn)
+    half = evaluate(tiny_net(), val_batches, make_accelerator(mixed_precision="bf16"),
+                    expected_ids=expected, loss_fn=loss_fn)
+    assert half.scores.dtype == np.float32
+    assert not np.array_equal(half.scores, full.scores)  # autocast did run in bf16
+    np.testing.assert_allclose(half.scores, full.scores, atol=2e-2)
+    assert half.loss == pytest.approx(full.loss, rel=2e-2)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -143,7 +159,7 @@ def val_batches(shards_dir) -> list:
         ("drop_expected", r"1 unknown \(first: "),
     ],
 )
-def test_wrong_id_set_raises(change, message, val_batches, shards_dir, accelerator):
+def test_wrong_id_set_raises(change, message, val_batches, shards_dir, make_accelerator):
     expected = list(load_manifest(shards_dir)["splits"]["val"]["ids"])
     batches = list(val_batches)
     if change == "repeat_batch":
@@ -153,5 +169,5 @@ def test_wrong_id_set_raises(change, message, val_batches, shards_dir, accelerat
     else:
         expected = expected[1:]  # as if the shards held an image the manifest does not
     with pytest.raises(RuntimeError, match=message) as error:
-        evaluate(tiny_net(), batches, accelerator, expected_ids=expected, split="val")
+        evaluate(tiny_net(), batches, make_accelerator(), expected_ids=expected, split="val")
     assert "split 'val'" in str(error.value) and "exactly once" in str(error.value)
