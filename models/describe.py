@@ -43,7 +43,9 @@ def trace_layers(model: nn.Module, image_size: int = 227) -> tuple[list[LayerRow
     leaves = [(n, m) for n, m in model.named_modules() if not any(m.children()) or any(m.parameters(recurse=False))]
     handles = [module.register_forward_hook(hook_for(name)) for name, module in leaves]
     first = next(model.parameters(), None)
-    dummy = torch.zeros(1, 3, image_size, image_size, device=first.device if first is not None else "cpu")
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    if first is not None:
+        dummy = dummy.to(device=first.device, dtype=first.dtype)
     was_training = model.training
     model.eval()  # BatchNorm must not update its running statistics on a dummy image
     try:
