@@ -1,0 +1,75 @@
+"""One-process trainer runs: SIGTERM stop + mid-epoch resume in bf16 on CPU, --debug, and
+which checkpoint a resume picks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from trainer.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
+from train_helpers import TINY, history, run, single, start, wait_until
+
+
+@pytest.mark.slow
+def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16(shards_dir, tmp_path):
+    out = tmp_path / "run"
+    # batch 2: 12 batches per epoch, so the signal lands inside an epoch's training
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--batch-size", "2",
+            "--mixed-precision", "bf16"]
+    log = tmp_path / "stopped.log"
+    proc = start(single(args), log)
+    wait_until(lambda: len(history(out)) == 1, proc, log)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+    assert "stopped by SIGTERM" in log.read_text()
+    directory, state = latest_checkpoint(out)
+    assert (state.epoch, directory.name) == (1, f"epoch_0002_step_{state.step_in_epoch:05d}")
+    assert 0 < state.step_in_epoch < 12 and state.partial_batches == state.step_in_epoch
+    assert not (out / "summary.json").exists()
+
+    output = run(single([*args, "--resume"]))
+    assert f"{state.step_in_epoch} batches into the next" in output
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixed_precision"] == "bf16" and summary["world_size"] == 1
+    assert 0 <= summary["test_map"] <= 1
+
+
+@pytest.mark.slow
+def test_debug_mode_prints_model_and_batch_and_finishes(shards_dir, tmp_path):
+    out = tmp_path / "run"
+    output = run(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--debug"],
+                        module=True), timeout=120)
+    assert "Linear" in output and "BatchNorm2d" in output  # models.describe's layer table
+    assert "batch: images (4, 3, 32, 32) torch.uint8" in output and "logits (4, 21)" in output
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["debug"] is True
+
+
+def test_bad_setting_exits_2_naming_the_flag_before_training(shards_dir, tmp_path):
+    from trainer.main import main
+
+    assert main(["--shards", str(shards_dir), "--out", str(tmp_path / "run"), "--model", "nope"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def _fake_checkpoint(root, name: str, state: RunState | None) -> None:
+    directory = root / "checkpoints" / name
+    directory.mkdir(parents=True)
+    if state is not None:
+        (directory / STATE_FILE).write_text(json.dumps(state.__dict__))
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    _fake_checkpoint(tmp_path, "epoch_0001", RunState(epoch=1))
+    _fake_checkpoint(tmp_path, "epoch_0002", RunState(epoch=2))
+    _fake_checkpoint(tmp_path, "epoch_0003_step_00004", RunState(epoch=2, step_in_epoch=4))
+    _fake_checkpoint(tmp_path, ".tmp-epoch_0003", RunState(epoch=3))  # a save that was killed
+    _fake_checkpoint(tmp_path, "epoch_0004", None)  # no state file: not a complete checkpoint
+    assert [d.name for d, _ in checkpoints(tmp_path)] == ["epoch_0001", "epoch_0002", "epoch_0003_step_00004"]
+    assert latest_checkpoint(tmp_path)[1].order == (2, 4)
+    assert latest_checkpoint(tmp_path / "nothing") is None

@@ -1,0 +1,70 @@
+"""Launching the trainer from tests the way users do: `accelerate launch` (2 CPU processes, gloo)
+or `python trainer/main.py`, as real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+# Small enough for a shared 2-core box: vocnet (global pooling) at 32 px, 4 images per process.
+TINY = ["--model", "vocnet", "--image-size", "32", "--batch-size", "4", "--workers", "1", "--optimizer", "adam",
+        "--lr", "0.003", "--augment", "none", "--test-frequency", "1", "--seed", "3"]
+
+
+def env() -> dict:
+    # One thread per process: 2 processes on 2 cores; unbuffered so a killed run's log is complete.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true"}
+
+
+def free_port() -> int:
+    # Other suites may launch DDP at the same time: never rely on the default port 29500.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ddp(args: list[str]) -> list[str]:
+    """The NOTES.md command for real 2-process DDP on CPU."""
+    return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            "trainer/main.py", *args]
+
+
+def single(args: list[str], module: bool = False) -> list[str]:
+    entry = ["-m", "trainer.main"] if module else ["trainer/main.py"]
+    return [sys.executable, *entry, *args]
+
+
+def run(cmd: list[str], timeout: float = 240) -> str:
+    """Run to completion; fail with the output when the exit status is not 0. Returns stdout+stderr."""
+    done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{output[-6000:]}"
+    return output
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen:
+    """Start in its own process group (so the whole launch can be signalled, like a scheduler does)."""
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"run ended (status {proc.returncode}) before the condition:\n{log.read_text()[-6000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-6000:]}"
+        time.sleep(0.05)
+
+
+def history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.csv"
+    return list(csv.DictReader(open(path))) if path.exists() else []

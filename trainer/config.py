@@ -1,0 +1,215 @@
+"""Every setting of a training run: one dataclass, its CLI, an optional YAML file, validation.
+
+The CLI is generated from the dataclass fields (``batch_size`` -> ``--batch-size``), so a
+setting exists in exactly one place with its unit in its comment. Precedence, lowest first:
+field default < ``--config FILE`` (YAML) < command line. Everything is validated here,
+before any process builds a model or reads a shard, and every error names the flag (and the
+YAML file when the value came from there) together with what to do about it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from models import list_models
+from shards.manifest import load_manifest
+from shards.transforms import TRAIN_PRESETS
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message starts with the flag it concerns."""
+
+
+def _opt(help: str, choices: tuple[str, ...] | None = None, **kw) -> dict:
+    # Field metadata drives the CLI: help text (with the unit) and the allowed values.
+    return {"metadata": {"help": help, "choices": choices}, **kw}
+
+
+# Trackers Accelerate knows ("all" = every installed one); "none" turns tracking off.
+TRACKERS: tuple[str, ...] = ("none", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow",
+                             "clearml", "dvclive", "aim", "swanlab")
+
+
+@dataclass
+class TrainConfig:
+    # --- data and outputs
+    shards: str | None = field(default=None, **_opt("shards directory with manifest.json (required)"))
+    out: str | None = field(default=None, **_opt("run directory for checkpoints and results (required)"))
+    config: str | None = field(default=None, **_opt("YAML file of settings; flags on the command line win"))
+    # --- model
+    model: str = field(default="final", **_opt("model name from the registry (models.list_models())"))
+    weights: str | None = field(default=None, **_opt("pretrained weights file (pretrained models only)"))
+    freeze_features: bool = field(default=False, **_opt("train only the classifier head (pretrained models)"))
+    channels_last: bool = field(default=False, **_opt("channels_last memory format (faster convs on CPU/GPU)"))
+    # --- schedule; all lengths are in epochs, not steps
+    epochs: int = field(default=20, **_opt("number of epochs (epochs, not steps)"))
+    batch_size: int = field(default=50, **_opt("images per step PER PROCESS (global = this x processes x grad-accum)"))
+    grad_accum: int = field(default=1, **_opt("micro-batches per optimizer update"))
+    optimizer: str = field(default="sgd", **_opt("optimizer", ("sgd", "adam", "adamw")))
+    lr: float = field(default=0.01, **_opt("peak learning rate (not scaled with the number of processes)"))
+    momentum: float = field(default=0.9, **_opt("SGD momentum (sgd only)"))
+    weight_decay: float = field(default=0.0, **_opt("weight decay (decoupled for adamw, L2 otherwise)"))
+    schedule: str = field(default="none", **_opt("learning-rate schedule", ("none", "cosine")))
+    warmup_epochs: float = field(default=0.0, **_opt("linear warm-up length for --schedule cosine (epochs, may be fractional)"))
+    # --- loss and data view
+    loss: str = field(default="multilabel_soft_margin", **_opt("loss over the 21 logits", ("multilabel_soft_margin", "bce")))
+    pos_weight: str = field(default="none", **_opt("per-class positive weights for --loss bce; auto = negatives/positives from the manifest", ("none", "auto")))
+    augment: str = field(default="crop_flip", **_opt("train augmentation preset (shards.transforms)", TRAIN_PRESETS))
+    image_size: int = field(default=227, **_opt("square input size in pixels, train and eval"))
+    # --- evaluation
+    test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
+    test_with: str = field(default="final", **_opt("model that writes submission.csv", ("final", "best")))
+    # --- runtime
+    mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
+    cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
+    workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
+    seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
+    # --- checkpoints and logging
+    resume: bool = field(default=False, **_opt("continue from the latest complete checkpoint in --out"))
+    keep_checkpoints: int = field(default=2, **_opt("how many of the newest checkpoints to keep"))
+    checkpoint_every_steps: int = field(default=0, **_opt("also checkpoint every N optimizer steps (0 = only at epoch ends)"))
+    log_with: str = field(default="none", **_opt("experiment tracker through Accelerate", TRACKERS))
+    debug: bool = field(default=False, **_opt("one process, 3 batches per epoch, anomaly detection, shape printout"))
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _scalar_type(f: dataclasses.Field) -> type:
+    # `str | None` -> str: the CLI only ever parses the non-None member.
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse parser generated from TrainConfig; defaults are None so YAML can fill the gaps."""
+    parser = argparse.ArgumentParser(
+        prog="trainer/main.py",
+        description="Train a multi-label VOC 2007 classifier (run it with `accelerate launch` for DDP).",
+        argument_default=None,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        kind, meta = _scalar_type(f), f.metadata
+        help_text = f"{meta['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag(f.name), dest=f.name, type=kind, choices=meta["choices"],
+                                metavar=f.name.upper(), help=help_text)
+    return parser
+
+
+def _read_yaml(path: str) -> dict:
+    """YAML keys may use dashes or underscores; an unknown key is an error naming the key."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--config: no such file {path}")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of setting: value, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in fields or name == "config":
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--config {path}: unknown key '{key}'{hint} (keys are the flags without '--')")
+        kind = _scalar_type(fields[name])
+        if value is not None and not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            raise ConfigError(f"{flag(name)} (from {path}): expected {kind.__name__}, got {value!r}")
+        values[name] = kind(value) if value is not None else None
+    return values
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Command line (+ optional YAML) -> validated TrainConfig. Raises ConfigError on a bad value.
+
+    argparse itself exits with status 2 for malformed flags (e.g. ``--epochs abc``), naming the flag.
+    """
+    parser = build_parser()
+    cli = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    from_yaml = _read_yaml(cli["config"]) if cli.get("config") else {}
+    cfg = TrainConfig(**{**from_yaml, **cli})
+    validate(cfg, yaml_keys=set(from_yaml) - set(cli))
+    return cfg
+
+
+def _where(name: str, cfg: TrainConfig, yaml_keys: set[str]) -> str:
+    return f"{flag(name)} (from {cfg.config})" if name in yaml_keys else flag(name)
+
+
+def validate(cfg: TrainConfig, yaml_keys: set[str] = frozenset()) -> None:
+    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built)."""
+    def fail(name: str, why: str) -> None:
+        raise ConfigError(f"{_where(name, cfg, yaml_keys)}: {why}")
+
+    for f in dataclasses.fields(TrainConfig):  # choices again: YAML values bypass argparse
+        choices = f.metadata["choices"]
+        if choices and getattr(cfg, f.name) not in choices:
+            fail(f.name, f"{getattr(cfg, f.name)!r} is not one of {', '.join(choices)}")
+    for name in ("shards", "out"):
+        if not getattr(cfg, name):
+            fail(name, "is required")
+    if not (Path(cfg.shards) / "manifest.json").is_file():
+        fail("shards", f"{cfg.shards} has no manifest.json; make one with `python -m shards.pack --voc VOCdevkit --out {cfg.shards}`")
+    try:
+        splits = load_manifest(cfg.shards)["splits"]
+    except Exception as err:  # the manifest's own message names the file and the problem
+        fail("shards", str(err))
+    for split in ("train", "val", "test"):
+        if not splits.get(split, {}).get("count"):
+            fail("shards", f"manifest has no images in split '{split}'; pack train, val and test")
+    ckpts = Path(cfg.out) / "checkpoints"
+    if not cfg.resume and ckpts.is_dir() and any(p.is_dir() for p in ckpts.iterdir()):
+        fail("out", f"{cfg.out} already holds checkpoints of a run: pass --resume to continue it, "
+                    "or choose a new --out (a fresh run never overwrites another run)")
+    if cfg.model not in list_models():
+        fail("model", f"unknown model '{cfg.model}'; known: {', '.join(list_models())}")
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        fail("weights", f"no such file {cfg.weights}")
+    for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("test_frequency", 1),
+                      ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32)):
+        if getattr(cfg, name) < low:
+            fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        fail("lr", f"must be > 0, got {cfg.lr}")
+    if cfg.weight_decay < 0:
+        fail("weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    if not 0 <= cfg.momentum < 1:
+        fail("momentum", f"must be in [0, 1), got {cfg.momentum}")
+    if not 0 <= cfg.warmup_epochs < cfg.epochs:
+        fail("warmup_epochs", f"must be in [0, --epochs={cfg.epochs}), got {cfg.warmup_epochs}")
+    if cfg.warmup_epochs > 0 and cfg.schedule == "none":
+        fail("warmup_epochs", "warm-up is part of --schedule cosine; set --schedule cosine or drop it")
+    if cfg.pos_weight == "auto" and cfg.loss != "bce":
+        fail("pos_weight", "positive weights need --loss bce (MultiLabelSoftMarginLoss has none)")
+    if cfg.mixed_precision == "fp16" and _runs_on_cpu(cfg):
+        fail("mixed_precision", "fp16 needs a GPU; on CPU use bf16 (or no)")
+    if cfg.log_with == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+        if not is_tensorboard_available():
+            fail("log_with", "tensorboard is not installed: pip install tensorboard (or --log-with none)")
+
+
+def _runs_on_cpu(cfg: TrainConfig) -> bool:
+    # ACCELERATE_USE_CPU is the launcher's CPU switch (not a rank variable): honour it like Accelerator does.
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return cfg.cpu or forced or not torch.cuda.is_available()
+
+
+def as_dict(cfg: TrainConfig) -> dict:
+    """Plain dict of every field, for config.yaml and experiment trackers."""
+    return dataclasses.asdict(cfg)

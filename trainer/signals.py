@@ -1,0 +1,35 @@
+"""Graceful stop on SIGTERM / SIGUSR1 (what schedulers send before a pre-emption or time limit).
+
+The handler only records the signal: saving a checkpoint from inside a signal handler could
+interrupt a half-done optimizer step or a collective. The training loop polls
+`received` at each step boundary, agrees with the other ranks through
+`accelerator.check_trigger()` (one rank may be signalled alone), saves and exits with 0.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopSignal:
+    """Context manager that records the first stop signal and restores the old handlers on exit."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+
+    def __enter__(self) -> "StopSignal":
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
