@@ -3,11 +3,10 @@
 Shapes come from a real forward pass of one dummy image with hooks on every leaf module,
 so the table shows what the network computes, in execution order, at the size asked for.
 
-    python -m models.describe final
-    python -m models.describe vocnet --image-size 128
+    python -m models final                       (the command line is models/__main__.py)
+    python -m models vocnet --image-size 128
 """
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import create_model, list_models
+from .registry import create_model
 
 
 @dataclass(frozen=True)
@@ -80,14 +79,3 @@ def describe(model_or_name: nn.Module | str, image_size: int = 227) -> str:
     lines.append(f"forward: {macs / 1e9:.3f} GMAC (multiply-adds) per {image_size} px image")
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print a model's layer table (output shapes, parameters).")
-    parser.add_argument("name", choices=list_models(), help="registered model name")
-    parser.add_argument("--image-size", type=int, default=227, help="side of the square dummy input, pixels")
-    args = parser.parse_args(argv)
-    print(describe(args.name, args.image_size))
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models import AlexNet_Weights, ResNet18_Weights, ResNet50_Weights
 
 from models import PretrainedWeightsMissing, create_model, describe, list_models, register_model
-from models.describe import main as describe_main
+from models.__main__ import main as describe_main
 from models.weights import cached_weights_path
 from shards.classes import NUM_LOGITS
 
