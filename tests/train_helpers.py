@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def run(cmd: list[str], timeout: float = 240) -> str:
     """Run to completion; fail with the output when the exit status is not 0. Returns stdout+stderr."""
     done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{output[-6000:]}"
+    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{output[-15000:]}"
     return output
 
 
@@ -55,6 +56,26 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     """Start in its own process group (so the whole launch can be signalled, like a scheduler does)."""
     return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (Linux /proc). torchrun starts each rank in a session of its own,
+    so signalling the launcher's process group does not reach the ranks."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for c in children for p in (c, *descendants(c))]
+
+
+def kill_launch(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every rank and loader worker under it, as a node failure would."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:

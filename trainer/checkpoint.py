@@ -141,5 +141,5 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
 
 def load_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | os.PathLike) -> None:
     """Load best/model.safetensors into the (unwrapped) model on every process."""
-    weights = load_file(str(Path(run_dir) / "best" / "model.safetensors"), device=str(accelerator.device))
+    weights = load_file(str(Path(run_dir) / "best" / "model.safetensors"))  # host; load_state_dict copies over
     accelerator.unwrap_model(model).load_state_dict(weights)

@@ -1,0 +1,115 @@
+"""The trainer under real 2-process DDP (gloo on CPU, launched with `accelerate launch`).
+
+Three launches in all: an uninterrupted run, and the same run killed with SIGKILL after its
+first checkpoint and resumed. Every assertion a user relies on is made on those runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.metrics import average_precision_score
+
+from shards.classes import CLASSES
+from train_helpers import ROOT, TINY, ddp, history, kill_launch, run, start, wait_until
+
+pytestmark = pytest.mark.slow
+EPOCHS = 2
+
+
+def devkit_test_labels(voc_root) -> tuple[list[str], np.ndarray]:
+    """Test ids and their 1/0/-1 states read straight from the devkit class files (not the shards)."""
+    main = voc_root / "VOC2007" / "ImageSets" / "Main"
+    ids = sorted(main.joinpath("test.txt").read_text().split())
+    states = np.zeros((len(ids), len(CLASSES)), dtype=int)
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    for c, name in enumerate(CLASSES):
+        for line in main.joinpath(f"{name}_test.txt").read_text().splitlines():
+            image_id, state = line.split()
+            states[row[image_id], c] = int(state)
+    return ids, states
+
+
+@pytest.fixture(scope="module")
+def full_run(shards_dir, tmp_path_factory):
+    """An uninterrupted 2-process run (also logging to TensorBoard)."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    log = run(ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY,
+                   "--log-with", "tensorboard"]))
+    return out, log
+
+
+def test_run_leaves_every_output_and_its_provenance(full_run):
+    out, log = full_run
+    for name in ("config.yaml", "history.csv", "summary.json", "per_class_ap.csv", "submission.csv",
+                 "loss.png", "map.png", "best/model.safetensors"):
+        assert (out / name).is_file(), f"{name} missing; log:\n{log[-3000:]}"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001", "epoch_0002"]
+    assert list(out.rglob("events.out.tfevents*")), "--log-with tensorboard wrote no event file"
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert config["git"]["commit"] == (head or "unknown")
+    assert config["world_size"] == 2
+    assert config["settings"]["epochs"] == EPOCHS and config["settings"]["model"] == "vocnet"
+    assert {"torch", "torchvision", "accelerate", "webdataset", "python"} <= set(config["versions"])
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs"] == EPOCHS and summary["mixed_precision"] == "no"
+    assert summary["submission_model"] == "final" and summary["best_val_epoch"] in (1, 2)
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2]
+    assert all(r["val_map"] and r["train_map"] for r in history(out))  # --test-frequency 1
+
+
+def test_test_split_scored_exactly_once_and_map_matches_sklearn(full_run, voc_root):
+    out, _ = full_run
+    ids, states = devkit_test_labels(voc_root)
+    with open(out / "submission.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["id", *CLASSES]
+    # 17 test images over uneven shards (5,5,5,2) split between 2 ranks: each exactly once, sorted.
+    assert [r[0] for r in rows[1:]] == ids and len(ids) % 2 == 1
+    scores = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+    positives = states == 1  # difficult-only (0) counts as negative for the headline metric
+    aps = {CLASSES[c]: average_precision_score(positives[:, c], scores[:, c])
+           for c in range(len(CLASSES)) if positives[:, c].any()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_map"] == pytest.approx(np.mean(list(aps.values())), abs=1e-5)
+    assert sorted(summary["missing_classes"]) == sorted(set(CLASSES) - set(aps))
+    for name, ap in aps.items():
+        assert summary["per_class_ap"][name] == pytest.approx(ap, abs=1e-5)
+
+
+def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run, shards_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY]
+    log = tmp_path / "killed.log"
+    proc = start(ddp(args), log)
+    wait_until(lambda: (out / "checkpoints" / "epoch_0001").is_dir(), proc, log)
+    kill_launch(proc)
+    assert not (out / "summary.json").exists(), "the run finished before it was killed"
+    # What a kill in the middle of a checkpoint save leaves behind: a partial temporary directory.
+    stale = out / "checkpoints" / ".tmp-epoch_0002"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a file")
+
+    resumed = run(ddp([*args, "--resume"]))
+    assert "resumed from" in resumed and "epoch_0001" in resumed
+    assert [int(r["epoch"]) for r in history(out)] == list(range(1, EPOCHS + 1))
+    assert not stale.exists(), "the partial save was not cleaned up"
+    assert yaml.safe_load((out / "config.yaml").read_text())["resumed_from"].endswith("epoch_0001")
+
+    # Same seed, data order a function of (seed, epoch, rank), RNG restored: the same numbers.
+    full_out, _ = full_run
+    for mine, reference in zip(history(out), history(full_out)):
+        assert float(mine["train_loss"]) == pytest.approx(float(reference["train_loss"]), rel=1e-3)
+        assert float(mine["val_map"]) == pytest.approx(float(reference["val_map"]), abs=1e-3)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, full_out)]
+    assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)
