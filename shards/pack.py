@@ -153,16 +153,16 @@ def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Conso
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shards.pack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voc", type=Path, action="append", required=True,
+    parser.add_argument("--voc", type=Path, action="append", required=True, metavar="PATH",
                         help="VOCdevkit folder, its VOC2007 folder, or an official VOC2007 tar; repeatable")
-    parser.add_argument("--out", type=Path, required=True, help="shard folder to create (must not exist)")
-    parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
+    parser.add_argument("--out", type=Path, required=True, metavar="SHARDS_DIR", help="shard folder to create (must not exist)")
+    parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD, metavar="N",
                         help=f"images per shard (default {DEFAULT_SAMPLES_PER_SHARD})")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="PIXELS",
                       help=f"store images with their shorter side shrunk to this (default {DEFAULT_MAX_SIZE})")
     size.add_argument("--keep-original", action="store_true", help="store images at their original size")
-    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, metavar="Q",
                         help=f"JPEG quality of re-encoded images (default {DEFAULT_QUALITY})")
     parser.add_argument("--skip-bad", action="store_true",
                         help="pack the good samples and list the bad ones in manifest.json")

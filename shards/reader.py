@@ -196,7 +196,9 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
         warnings.filterwarnings("ignore", message=r".*with_length", category=UserWarning)
         pipeline = pipeline.with_length(steps)  # so len(loader) == steps, for progress bars
     generator = torch.Generator().manual_seed(_seeded(*seed_parts, "torch").getrandbits(63))
-    return DataLoader(pipeline, batch_size=None, num_workers=num_workers, generator=generator)
+    # Pinned host memory only helps (and only works) with a CUDA device to copy to.
+    return DataLoader(pipeline, batch_size=None, num_workers=num_workers, generator=generator,
+                      pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: int, world_size: int,
@@ -213,4 +215,5 @@ def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: in
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
     # Workers beyond this rank's shard count would have nothing to read.
-    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))
+    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)),
+                      pin_memory=torch.cuda.is_available())

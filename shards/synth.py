@@ -168,12 +168,12 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shards.synth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="VOCdevkit folder to write (DIR/VOC2007/...)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="VOCdevkit folder to write (DIR/VOC2007/...)")
     for split, n in DEFAULT_SIZES.items():
-        parser.add_argument(f"--{split}", type=int, default=n, help=f"{split} images (default {n})")
+        parser.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"{split} images (default {n})")
     parser.add_argument("--full", action="store_true", help="VOC07's real sizes: 2501/2510/4952")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    parser.add_argument("--backgrounds", type=Path, default=DEFAULT_BACKGROUNDS,
+    parser.add_argument("--backgrounds", type=Path, default=DEFAULT_BACKGROUNDS, metavar="DIR",
                         help="folder of real photos (*.jpg) to cut backgrounds from; "
                              "procedural texture when it does not exist")
     args = parser.parse_args(argv)

@@ -158,11 +158,11 @@ def draw_objects(canvas: np.ndarray, names: list[str], rng: np.random.Generator)
     """
     height, width = canvas.shape[:2]
     short = min(width, height)
-    max_frac = 0.6 if len(names) <= 2 else 0.45 if len(names) <= 4 else 0.35
+    max_frac = 0.6 if len(names) <= 2 else 0.5 if len(names) <= 4 else 0.4
     plans = []
     for name in names:
         difficult = rng.random() < 0.08
-        frac = rng.uniform(0.08, 0.15) if difficult else rng.uniform(0.2, max_frac)
+        frac = rng.uniform(0.08, 0.15) if difficult else rng.uniform(0.25, max_frac)
         aspect = rng.uniform(0.75, 1.33)
         if APPEARANCES[CLASS_INDEX[name]].shape == "ellipse":
             aspect = rng.uniform(1.6, 2.2)  # wide ellipse: tells it from the circle
