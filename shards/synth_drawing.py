@@ -150,6 +150,32 @@ def _texture(look: Appearance, w: int, h: int, rng: np.random.Generator) -> np.n
     return np.where(second[..., None], dark, base).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class _Placement:
+    name: str
+    difficult: bool
+    x0: int  # top-left corner; may lie outside the image (the object is then truncated)
+    y0: int
+    w: int
+    h: int
+    angle: float  # radians, for the polygon shapes
+
+
+def _place(name: str, width: int, height: int, max_frac: float, rng: np.random.Generator) -> _Placement:
+    short = min(width, height)
+    difficult = rng.random() < 0.08
+    frac = rng.uniform(0.08, 0.15) if difficult else rng.uniform(0.25, max_frac)
+    aspect = rng.uniform(0.75, 1.33)
+    if APPEARANCES[CLASS_INDEX[name]].shape == "ellipse":
+        aspect = rng.uniform(1.6, 2.2)  # wide ellipse: tells it from the circle
+    w, h = int(short * frac * np.sqrt(aspect)), int(short * frac / np.sqrt(aspect))
+    cut = rng.random() < 0.15  # allowed to hang over the border (truncated)
+    lo_x, hi_x = (-w // 3, width - 2 * w // 3) if cut else (0, width - w)
+    lo_y, hi_y = (-h // 3, height - 2 * h // 3) if cut else (0, height - h)
+    x0, y0 = int(rng.integers(lo_x, max(lo_x, hi_x) + 1)), int(rng.integers(lo_y, max(lo_y, hi_y) + 1))
+    return _Placement(name, difficult, x0, y0, w, h, float(rng.uniform(-0.5, 0.5)))
+
+
 def draw_objects(canvas: np.ndarray, names: list[str], rng: np.random.Generator) -> list[VocObject]:
     """Paint objects of classes `names` onto `canvas` (in place); returns their annotations.
 
@@ -157,49 +183,37 @@ def draw_objects(canvas: np.ndarray, names: list[str], rng: np.random.Generator)
     ends up mostly hidden is flagged difficult, one fully hidden is dropped.
     """
     height, width = canvas.shape[:2]
-    short = min(width, height)
-    max_frac = 0.6 if len(names) <= 2 else 0.5 if len(names) <= 4 else 0.4
-    plans = []
-    for name in names:
-        difficult = rng.random() < 0.08
-        frac = rng.uniform(0.08, 0.15) if difficult else rng.uniform(0.25, max_frac)
-        aspect = rng.uniform(0.75, 1.33)
-        if APPEARANCES[CLASS_INDEX[name]].shape == "ellipse":
-            aspect = rng.uniform(1.6, 2.2)  # wide ellipse: tells it from the circle
-        w = int(short * frac * np.sqrt(aspect))
-        h = int(short * frac / np.sqrt(aspect))
-        cut = rng.random() < 0.15  # allowed to hang over the border (truncated)
-        lo_x, hi_x = (-w // 3, width - 2 * w // 3) if cut else (0, width - w)
-        lo_y, hi_y = (-h // 3, height - 2 * h // 3) if cut else (0, height - h)
-        x0, y0 = int(rng.integers(lo_x, max(lo_x, hi_x) + 1)), int(rng.integers(lo_y, max(lo_y, hi_y) + 1))
-        plans.append((w * h, name, difficult, x0, y0, w, h, float(rng.uniform(-0.5, 0.5))))
-    plans.sort(key=lambda p: -p[0])
+    max_frac = 0.6 if len(names) <= 2 else 0.5 if len(names) <= 4 else 0.4  # crowded images, smaller objects
+    plans = sorted((_place(name, width, height, max_frac, rng) for name in names), key=lambda p: -p.w * p.h)
 
-    owner = np.full((height, width), -1, np.int16)
-    drawn = []
-    for k, (_, name, difficult, x0, y0, w, h, angle) in enumerate(plans):
-        look = APPEARANCES[CLASS_INDEX[name]]
-        mask = _mask(look.shape, w, h, angle if look.shape not in ("circle", "ellipse", "ring") else 0.0)
-        tex = _texture(look, w, h, rng)
+    owner = np.full((height, width), -1, np.int16)  # which object each pixel shows, for occlusion
+    drawn: list[tuple[int, VocObject, int]] = []
+    for k, p in enumerate(plans):
+        look = APPEARANCES[CLASS_INDEX[p.name]]
+        mask = _mask(look.shape, p.w, p.h, p.angle if look.shape not in ("circle", "ellipse", "ring") else 0.0)
+        tex = _texture(look, p.w, p.h, rng)
         # Clip the object box to the image.
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + w, width), min(y0 + h, height)
-        m = mask[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        cx0, cy0 = max(p.x0, 0), max(p.y0, 0)
+        cx1, cy1 = min(p.x0 + p.w, width), min(p.y0 + p.h, height)
+        m = mask[cy0 - p.y0:cy1 - p.y0, cx0 - p.x0:cx1 - p.x0]
         if not m.any():
             continue
         region = canvas[cy0:cy1, cx0:cx1]
-        t = tex[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0].astype(np.float32)
-        alpha = 0.55 if difficult else 1.0  # difficult ones are also faded into the scene
+        t = tex[cy0 - p.y0:cy1 - p.y0, cx0 - p.x0:cx1 - p.x0].astype(np.float32)
+        alpha = 0.55 if p.difficult else 1.0  # difficult ones are also faded into the scene
         region[m] = (alpha * t[m] + (1 - alpha) * region[m]).astype(np.uint8)
         owner[cy0:cy1, cx0:cx1][m] = k
         ys, xs = np.nonzero(m)
         bbox = (cx0 + int(xs.min()) + 1, cy0 + int(ys.min()) + 1, cx0 + int(xs.max()) + 1, cy0 + int(ys.max()) + 1)
-        drawn.append((k, name, difficult, int(m.sum()) < int(mask.sum()), bbox, int(m.sum())))
+        truncated = int(m.sum()) < int(mask.sum())
+        drawn.append((k, VocObject(p.name, p.difficult, truncated, bbox), int(m.sum())))
 
     objects = []
-    for k, name, difficult, truncated, bbox, area in drawn:
+    for k, obj, area in drawn:
         visible = int((owner == k).sum())
         if visible == 0:
             continue
-        hidden = visible < 0.3 * area
-        objects.append(VocObject(name, difficult or hidden, truncated, bbox))
+        if visible < 0.3 * area:  # mostly hidden behind others: hard to tell, like VOC's difficult
+            obj = VocObject(obj.name, True, obj.truncated, obj.bbox)
+        objects.append(obj)
     return objects
