@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "folder": lambda: folder_batches(args.voc, args.split, args.batch_size, args.workers),
         "shards": lambda: shard_batches(args.shards, args.split, args.batch_size, args.workers),
     }
+    # The loader workers already occupy the cores; intra-op threads in the main process
+    # (normalize) would only fight them. Same setting for both pipelines.
+    torch.set_num_threads(1)
     console = Console()
     table = Table(title=f"train pipeline, {args.workers} workers, batch {args.batch_size}, "
                         f"{IMAGE_SIZE}x{IMAGE_SIZE} normalized float")
