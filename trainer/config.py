@@ -46,7 +46,7 @@ class TrainConfig:
     out: str | None = field(default=None, **_opt("run directory for checkpoints and results (required)"))
     config: str | None = field(default=None, **_opt("YAML file of settings; flags on the command line win"))
     # --- model
-    model: str = field(default="final", **_opt("model name from the registry (models.list_models())"))
+    model: str = field(default="final", **_opt("model name from the registry: " + ", ".join(list_models())))
     weights: str | None = field(default=None, **_opt("pretrained weights file (pretrained models only)"))
     freeze_features: bool = field(default=False, **_opt("train only the classifier head (pretrained models)"))
     channels_last: bool = field(default=False, **_opt("channels_last memory format (faster convs on CPU/GPU)"))
@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
+            # metavar None lets argparse show the choices, e.g. {sgd,adam,adamw}
             parser.add_argument(flag(f.name), dest=f.name, type=kind, choices=meta["choices"],
-                                metavar=f.name.upper(), help=help_text)
+                                metavar=None if meta["choices"] else f.name.upper(), help=help_text)
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -158,11 +159,10 @@ def train(cfg: TrainConfig) -> dict:
         def save_partial(done: int, result: EpochResult, epoch_start: float) -> None:
             # Per-rank partial sums become global ones; a resumed epoch adds its own to these.
             loss_sum = accelerator.reduce(result.loss_sum.detach().clone(), "sum").item()
-            part = RunState(**{**state.__dict__, "step_in_epoch": done,
-                               "partial_loss_sum": state.partial_loss_sum + loss_sum,
-                               "partial_batches": state.partial_batches + result.batches * world,
-                               "partial_images": state.partial_images + result.images * world,
-                               "partial_seconds": state.partial_seconds + time.time() - epoch_start})
+            part = replace(state, step_in_epoch=done, partial_loss_sum=state.partial_loss_sum + loss_sum,
+                           partial_batches=state.partial_batches + result.batches * world,
+                           partial_images=state.partial_images + result.images * world,
+                           partial_seconds=state.partial_seconds + time.time() - epoch_start)
             path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
             say(f"checkpoint {path}")
 
