@@ -41,8 +41,8 @@ _CLASS_FREQUENCY = {
 }
 FULL_SIZES = {"train": 2501, "val": 2510, "test": 4952}  # VOC07's real split sizes
 DEFAULT_SIZES = {"train": 500, "val": 200, "test": 301}  # a CPU demo; odd test count on purpose
-# Where the real VOC photos used as backgrounds live on these machines (see NOTES.md).
-DEFAULT_BACKGROUNDS = Path("/work/shared/fixtures/voc2007-real")
+# Real VOC photos shipped with the package, so every clone makes the same bytes.
+DEFAULT_BACKGROUNDS = Path(__file__).resolve().parent / "backgrounds"
 JPEG_QUALITY = (90, 96)  # VOC's JPEGs are quality ~90-95; drawn per image from this range
 
 
