@@ -40,14 +40,17 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16(shards_dir, tm
 
 
 @pytest.mark.slow
-def test_debug_mode_prints_model_and_batch_and_finishes(shards_dir, tmp_path):
+def test_debug_mode_prints_model_and_batch_and_finishes_with_periodic_checkpoints(shards_dir, tmp_path):
     out = tmp_path / "run"
-    output = run(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--debug"],
-                        module=True), timeout=120)
+    # --debug: 3 batches per epoch; every 5 updates is update 2 of epoch 2 -> one mid-epoch checkpoint
+    output = run(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--debug",
+                         "--checkpoint-every-steps", "5", "--keep-checkpoints", "2"], module=True), timeout=120)
     assert "Linear" in output and "BatchNorm2d" in output  # models.describe's layer table
     assert "batch: images (4, 3, 32, 32) torch.uint8" in output and "logits (4, 21)" in output
     assert [int(r["epoch"]) for r in history(out)] == [1, 2]
     assert json.loads((out / "summary.json").read_text())["debug"] is True
+    # the periodic checkpoint, and only the newest 2 kept
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0002", "epoch_0002_step_00002"]
 
 
 def test_bad_setting_exits_2_naming_the_flag_before_training(shards_dir, tmp_path):
