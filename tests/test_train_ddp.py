@@ -1,13 +1,15 @@
 """The trainer under real 2-process DDP (gloo on CPU, launched with `accelerate launch`).
 
-Three launches in all: an uninterrupted run, and the same run killed with SIGKILL after its
-first checkpoint and resumed. Every assertion a user relies on is made on those runs.
+Four launches in all: an uninterrupted run; the same run killed with SIGKILL after its first
+checkpoint, then resumed; and a run stopped with SIGTERM sent to every process, as SLURM does.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 
 import numpy as np
@@ -16,7 +18,8 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
-from train_helpers import ROOT, TINY, ddp, history, kill_launch, run, start, wait_until
+from train_helpers import ROOT, TINY, ddp, descendants, history, kill_launch, run, start, wait_until
+from trainer.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -113,3 +116,20 @@ def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run
         assert float(mine["val_map"]) == pytest.approx(float(reference["val_map"]), abs=1e-3)
     summaries = [json.loads((d / "summary.json").read_text()) for d in (out, full_out)]
     assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)
+
+
+def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):
+    """SLURM signals every process of a job step: launcher, ranks and their loader workers."""
+    out = tmp_path / "run"
+    log = tmp_path / "stopped.log"
+    proc = start(ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY]), log)
+    wait_until(lambda: "process(es) on" in log.read_text(), proc, log)  # ranks are set up, epoch 1 begins
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        os.kill(pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    text = log.read_text()
+    assert "stopped by SIGTERM" in text or "stopped after the epoch's checkpoint" in text, text[-4000:]
+    assert "[rank" not in text, f"a rank failed instead of stopping:\n{text[-4000:]}"  # rank tracebacks
+    found = latest_checkpoint(out)
+    assert found is not None and found[1].epoch + (found[1].step_in_epoch > 0) == 1  # saved inside/at end of epoch 1
+    assert not (out / "summary.json").exists()

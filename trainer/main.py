@@ -37,7 +37,7 @@ from trainer.loop import EpochResult, train_one_epoch
 from trainer.progress import TrainProgress
 from trainer.provenance import write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
-from trainer.signals import StopSignal
+from trainer.signals import StopSignal, start_workers
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 
@@ -136,12 +136,12 @@ def train(cfg: TrainConfig) -> dict:
         f"process per epoch, mixed precision {cfg.mixed_precision}, output in {run_dir}")
 
     def loader(split: str, epoch: int | None = None):
-        """This rank's batches; --debug keeps only the first few (in memory, so ids are known)."""
+        """This rank's batches, workers started (shielded from stop signals: trainer/signals.py)."""
         common = dict(batch_size=cfg.batch_size, rank=accelerator.process_index, world_size=world,
                       num_workers=0 if cfg.debug else cfg.workers, image_size=cfg.image_size)
         if epoch is not None:
-            return train_loader(cfg.shards, seed=cfg.seed, epoch=epoch, preset=cfg.augment, **common)
-        return eval_loader(cfg.shards, split=split, **common)
+            return start_workers(train_loader(cfg.shards, seed=cfg.seed, epoch=epoch, preset=cfg.augment, **common))
+        return start_workers(eval_loader(cfg.shards, split=split, **common))
 
     def run_eval(split: str):
         if not cfg.debug:

@@ -4,11 +4,19 @@ The handler only records the signal: saving a checkpoint from inside a signal ha
 interrupt a half-done optimizer step or a collective. The training loop polls
 `received` at each step boundary, agrees with the other ranks through
 `accelerator.check_trigger()` (one rank may be signalled alone), saves and exits with 0.
+
+Schedulers and launchers signal whole process groups (torchrun forwards SIGTERM with killpg,
+SLURM signals every process of a step), which includes the DataLoader worker processes, and
+PyTorch's workers die on SIGTERM; the training process then fails at an arbitrary point
+("DataLoader worker is killed by signal") instead of saving. `start_workers` therefore
+starts a loader's workers with the stop signals blocked: a child inherits the signal mask,
+so the signal stays pending in the workers and only the training process acts on it.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterable, Iterator
 from types import FrameType
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
@@ -33,3 +41,12 @@ class StopSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def start_workers(loader: Iterable, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator:
+    """iter(loader) with `signals` blocked while its worker processes are forked (see module doc)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is delivered now
