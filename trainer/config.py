@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate.utils import LoggerType
 
 from models import list_models
 from shards.manifest import load_manifest
@@ -34,9 +35,8 @@ def _opt(help: str, choices: tuple[str, ...] | None = None, **kw) -> dict:
     return {"metadata": {"help": help, "choices": choices}, **kw}
 
 
-# Trackers Accelerate knows ("all" = every installed one); "none" turns tracking off.
-TRACKERS: tuple[str, ...] = ("none", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow",
-                             "clearml", "dvclive", "aim", "swanlab")
+# Trackers this Accelerate version knows ("all" = every installed one); "none" turns tracking off.
+TRACKERS: tuple[str, ...] = ("none", *(tracker.value for tracker in LoggerType))
 
 
 @dataclass
