@@ -14,11 +14,12 @@ from train_helpers import TINY, history, run, single, start, wait_until
 
 
 @pytest.mark.slow
-def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16(shards_dir, tmp_path):
+def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(shards_dir, tmp_path):
     out = tmp_path / "run"
-    # batch 2: 12 batches per epoch, so the signal lands inside an epoch's training
+    # batch 2: 12 batches per epoch, so the signal lands inside an epoch's training;
+    # 2 batches per update: the stop may only happen where an update ends
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--batch-size", "2",
-            "--mixed-precision", "bf16"]
+            "--grad-accum", "2", "--mixed-precision", "bf16"]
     log = tmp_path / "stopped.log"
     proc = start(single(args), log)
     wait_until(lambda: len(history(out)) == 1, proc, log)
@@ -28,7 +29,8 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16(shards_dir, tm
     assert "stopped by SIGTERM" in log.read_text()
     directory, state = latest_checkpoint(out)
     assert (state.epoch, directory.name) == (1, f"epoch_0002_step_{state.step_in_epoch:05d}")
-    assert 0 < state.step_in_epoch < 12 and state.partial_batches == state.step_in_epoch
+    assert 0 < state.step_in_epoch < 12 and state.step_in_epoch % 2 == 0
+    assert state.partial_batches == state.step_in_epoch
     assert not (out / "summary.json").exists()
 
     output = run(single([*args, "--resume"]))

@@ -1,0 +1,44 @@
+"""Loss, positive weights and the learning-rate schedule the trainer builds (fast, no data)."""
+
+import pytest
+import torch
+
+from shards.classes import CLASSES
+from trainer.evaluate import logit_targets
+from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
+
+
+def test_bce_equals_the_reference_soft_margin_loss():
+    logits = torch.randn(6, 21)
+    targets = logit_targets(torch.randint(-1, 2, (6, 20), dtype=torch.int8))
+    assert build_loss("bce")(logits, targets) == pytest.approx(build_loss()(logits, targets).item(), rel=1e-6)
+
+
+def test_auto_pos_weight_is_negatives_over_positives_and_1_without_positives():
+    positives = {name: 0 for name in CLASSES} | {"cat": 5, "dog": 20}
+    weights = auto_pos_weight(positives, count=25)
+    assert weights.shape == (21,) and weights[0] == 1.0  # background
+    assert weights[1 + CLASSES.index("cat")] == pytest.approx(4.0)
+    assert weights[1 + CLASSES.index("dog")] == pytest.approx(0.25)
+    assert weights[1 + CLASSES.index("sheep")] == 1.0
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, "sgd", lr=1.0, momentum=0.9, weight_decay=0.0)
+    scheduler = build_scheduler(optimizer, "cosine", total_updates=10, warmup_updates=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frozen_parameters_stay_out_of_the_optimizer():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, momentum=0.0, weight_decay=0.01)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == 2
