@@ -121,7 +121,6 @@ def annotation_xml(image: SynthImage) -> bytes:
 
 def _assign_ids(sizes: dict[str, int], seed: int) -> list[tuple[str, str]]:
     """(id, split) for every image: VOC-style 6-digit ids, splits interleaved like VOC's."""
-    total = sum(sizes.values())
     splits = np.repeat(list(sizes), list(sizes.values()))
     np.random.default_rng([seed, 2007]).shuffle(splits)
     return [(f"{i + 1:06d}", str(split)) for i, split in enumerate(splits)]

@@ -109,3 +109,12 @@ def test_summary_is_json_with_numpy_values(tmp_path):
         write_summary(path, {"bad": object()})
     assert json.loads(path.read_text())["model"] == "final"  # failed write kept the old file
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_result_files_are_readable_by_others_and_leave_no_temp_files(tmp_path):
+    # Shared run directories on a cluster: mkstemp's 0600 would hide results from the group.
+    write_submission(tmp_path / "submission.csv", ["000001"], np.full((1, NUM_CLASSES), 0.5, np.float32))
+    write_summary(tmp_path / "summary.json", {"test_map": 0.5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv", "summary.json"]
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path

@@ -8,9 +8,12 @@ lists every epoch exactly once.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from trainer.atomic import atomic_write_text
 
 # seconds: wall time of the epoch (training + evaluation); images_per_s: training images of all
 # processes per second of training. Evaluation columns are empty at epochs without evaluation.
@@ -34,10 +37,8 @@ def append_row(path: str | os.PathLike, row: Mapping) -> None:
 
 def rewrite(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
     """Replace the file with exactly these rows (temp file + rename: never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        writer.writerows(_cells(row) for row in rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    writer.writerows(_cells(row) for row in rows)
+    atomic_write_text(path, text.getvalue())

@@ -28,7 +28,7 @@ from models import create_model, describe
 from shards.manifest import load_manifest
 from shards.reader import eval_loader, steps_per_epoch, train_loader
 from shards.transforms import normalize
-from trainer import checkpoint, history, report
+from trainer import checkpoint, history
 from trainer.checkpoint import RunState
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
 from trainer.evaluate import evaluate

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from trainer.atomic import atomic_write_text
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
 
@@ -46,7 +48,4 @@ def write_run_config(path: str | os.PathLike, settings: dict, *, world_size: int
         "git": git_state(),
         "versions": versions(),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))

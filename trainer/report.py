@@ -12,9 +12,8 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
 from shards.classes import CLASSES, NUM_CLASSES
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call write(temp_path) on a temp file next to path, then rename it to path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return _atomic_write(path, write)
+from trainer.atomic import atomic_write, atomic_write_text
 
 
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -81,7 +56,7 @@ def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.nda
         raise ValueError(f"{path}: scores must be probabilities in [0, 1] (apply sigmoid to the logits)")
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     rows = [[ids[i], *(format(float(s), ".9g") for s in scores[i])] for i in order]
-    return _atomic_write_text(path, _csv_text(["id", *CLASSES], rows))
+    return atomic_write_text(path, _csv_text(["id", *CLASSES], rows))
 
 
 def _number(value: float | None, digits: int = 6) -> str:
@@ -96,7 +71,7 @@ def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
         [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c])]
         for c, name in enumerate(CLASSES)
     ]
-    return _atomic_write_text(path, _csv_text(["class", "positives", "ap", "ap_voc07"], rows))
+    return atomic_write_text(path, _csv_text(["class", "positives", "ap", "ap_voc07"], rows))
 
 
 def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
@@ -150,7 +125,7 @@ def _save_plot(path: Path, ylabel: str, title: str, curves: list[tuple[str, str]
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def plot_history(history_rows: Sequence[Mapping], out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -179,4 +154,4 @@ def _json_default(value: object) -> object:
 def write_summary(path: str | os.PathLike, summary: Mapping) -> Path:
     """summary.json, written atomically (temp file + rename)."""
     text = json.dumps(summary, indent=2, default=_json_default) + "\n"
-    return _atomic_write_text(path, text)
+    return atomic_write_text(path, text)
