@@ -53,6 +53,8 @@ case "$cmd" in
             "$PY" -m shards.synth --out "$data/VOCdevkit"
             "$PY" -m shards.pack --voc "$data/VOCdevkit" --out "$data/shards"
         fi
+        # The demo is a fresh run every time (the trainer refuses to overwrite a run without --resume).
+        [[ -d "$ROOT/runs/demo" ]] && { echo ">> replacing the previous demo run in runs/demo"; rm -rf "$ROOT/runs/demo"; }
         local_launch --config configs/demo.yaml --shards "$data/shards" --out "$ROOT/runs/demo" "$@"
         echo ">> demo outputs in $ROOT/runs/demo (summary.json, submission.csv, per_class_ap.csv, loss.png, map.png)"
         ;;
