@@ -78,3 +78,19 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     assert [d.name for d, _ in checkpoints(tmp_path)] == ["epoch_0001", "epoch_0002", "epoch_0003_step_00004"]
     assert latest_checkpoint(tmp_path)[1].order == (2, 4)
     assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.slow
+def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_path):
+    out = tmp_path / "run"
+    # A network without BatchNorm or dropout and a learning rate too small to move any float32
+    # weight: every epoch has the same val mAP, so the best (first strictly best) epoch is 1
+    # while the final one is 2, on any machine.
+    run(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--debug", "--model", "basenet_nofc",
+                "--optimizer", "sgd", "--momentum", "0", "--lr", "1e-12", "--batch-size", "4", "--augment", "none",
+                "--test-frequency", "1", "--test-with", "best"]), timeout=180)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["best_val_epoch"], summary["epochs"]) == (1, 2)
+    assert (summary["submission_model"], summary["submission_epoch"]) == ("best", 1)
+    assert summary["best_model"]["epoch"] == 1 and summary["test_map"] == summary["best_model"]["test_map"]
+    assert (out / "best" / "model.safetensors").is_file()
