@@ -1,4 +1,4 @@
-"""torchvision's AlexNet with a 21-logit head: from scratch and from ImageNet weights (SPEC.md).
+"""torchvision's AlexNet with a 21-logit head: from scratch and from ImageNet weights (docs/SPEC.md).
 
 The whole network is torchvision's; only ``classifier[6]`` (the last Linear) becomes
 4096 -> 21. Its adaptive average pool lets it take any input of at least 63 px.

@@ -1,4 +1,4 @@
-"""The report's BaseNet (= SimpleClassifier) and its two ablation variants (SPEC.md, ablation rows 1-4).
+"""The report's BaseNet (= SimpleClassifier) and its two ablation variants (docs/SPEC.md, ablation rows 1-4).
 
     simple           conv5-64, conv3-32, conv3-16 (each ReLU + maxpool 2), fc 16*26*26 -> 120 -> 84 -> 21
     basenet_nofc     the same without the two hidden fc layers: flatten -> 21

@@ -1,6 +1,6 @@
 """The report's own network ("final", ablation row 5, 0.612 test mAP on its leaderboard).
 
-Exactly the report's table (SPEC.md): five 3x3 convolutions with stride 2 and no padding,
+Exactly the report's table (docs/SPEC.md): five 3x3 convolutions with stride 2 and no padding,
 each followed by BatchNorm2d + ReLU, a 2x2 maxpool between the third conv and its
 BatchNorm, then Linear 2048 -> 21 on the flattened 512x2x2 map.
 

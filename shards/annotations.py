@@ -1,6 +1,6 @@
 """VOC XML annotations -> objects and the devkit's three-state image labels.
 
-SPEC.md: an image is positive (1) for a class when it holds at least one instance that is
+docs/SPEC.md: an image is positive (1) for a class when it holds at least one instance that is
 not `difficult`; 0 when its only instances are difficult; -1 when it has none. These are
 the values of the devkit's `<class>_<split>.txt` files, kept per sample so that both the
 sklearn mAP (positives = 1) and the VOC07 11-point AP (0 ignored) come from one source.

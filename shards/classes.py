@@ -1,7 +1,7 @@
 """The PASCAL VOC class list: one place, SPEC order, shared by data, models and trainer."""
 
 # Index i in these tuples is logit i + 1 of a model: logit 0 is `__background__`,
-# never positive and left out of every metric (SPEC.md).
+# never positive and left out of every metric (docs/SPEC.md).
 CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

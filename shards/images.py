@@ -1,7 +1,7 @@
 """Image policy of the shards: always RGB JPEG, by default stored with a smaller short side.
 
 Decoding is the main cost of training on VOC-size photos, and a smaller stored image is
-the main lever (NOTES.md): with the short side at 256 a 500x375 photo decodes ~3x faster
+the main lever (docs/NOTES.md): with the short side at 256 a 500x375 photo decodes ~3x faster
 and the RandomResizedCrop(227) / Resize(227) views lose nothing they would keep.
 """
 

@@ -3,7 +3,7 @@
 Both yield `(images uint8 [B, 3, S, S], states int8 [B, 20] devkit 1/0/-1, ids list[str])`.
 rank and world_size are arguments (the trainer passes accelerator.process_index and
 num_processes): nothing here reads RANK/WORLD_SIZE or torch.distributed, and the loaders
-must stay out of `accelerator.prepare`, which would split them a second time (NOTES.md).
+must stay out of `accelerator.prepare`, which would split them a second time (docs/NOTES.md).
 
 Train: every rank yields exactly `steps_per_epoch(...)` batches, so DDP never waits on a
 rank that ran dry. Each epoch the shards are permuted by (seed, epoch) and dealt to the

@@ -139,7 +139,7 @@ def val_batches(shards_dir) -> list:
 
 
 def test_bf16_autocast_gives_float32_scores_close_to_fp32(val_batches, shards_dir, make_accelerator):
-    # On CPU, bf16 is the mixed precision there is (NOTES.md); logits come out in bf16.
+    # On CPU, bf16 is the mixed precision there is (docs/NOTES.md); logits come out in bf16.
     expected = load_manifest(shards_dir)["splits"]["val"]["ids"]
     loss_fn = nn.MultiLabelSoftMarginLoss()
     full = evaluate(tiny_net(), val_batches, make_accelerator(), expected_ids=expected, loss_fn=loss_fn)

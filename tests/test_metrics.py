@@ -1,4 +1,4 @@
-"""AP/mAP as SPEC.md defines them: hand-worked cases, sklearn, and the VOC07 devkit formula."""
+"""AP/mAP as docs/SPEC.md defines them: hand-worked cases, sklearn, and the VOC07 devkit formula."""
 
 import numpy as np
 import pytest

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def ddp(args: list[str]) -> list[str]:
-    """The NOTES.md command for real 2-process DDP on CPU."""
+    """The docs/NOTES.md command for real 2-process DDP on CPU."""
     return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             "trainer/main.py", *args]

@@ -1,4 +1,4 @@
-"""Per-class average precision and mAP, as SPEC.md defines them (pure numpy + sklearn).
+"""Per-class average precision and mAP, as docs/SPEC.md defines them (pure numpy + sklearn).
 
 Two figures come out of the same (states, scores) arrays:
 
