@@ -10,7 +10,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", choices=list_models(), help="registered model name")
     parser.add_argument("--image-size", type=int, default=227, help="side of the square dummy input, pixels")
     args = parser.parse_args(argv)
-    print(describe(args.name, args.image_size))
+    try:
+        print(describe(args.name, args.image_size))
+    except FileNotFoundError as err:  # pretrained weights not on disk: the message says where to put them
+        parser.exit(2, f"error: {err}\n")
+    except (ValueError, RuntimeError) as err:  # an input size this network cannot take
+        parser.exit(2, f"error: --image-size {args.image_size}: {args.name} cannot take this input: {err}\n")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def load_pretrained(
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # truncated download, not a .pth, pickled code
-        raise ValueError(f"{model_name}: cannot read weights file {path}: {err}") from err
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:  # truncated, not a .pth, pickled code
+        raise ValueError(f"{model_name}: cannot read weights file {path} ({err!r}); it should be a copy of "
+                         "torchvision's ImageNet .pth file") from err
     if not isinstance(state, Mapping):
         raise ValueError(f"{model_name}: {path} does not hold a state dict (got {type(state).__name__})")
     prefix = head + "."
