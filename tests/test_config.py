@@ -1,11 +1,17 @@
-"""TrainConfig: flags, YAML precedence, and refusal of bad settings naming the flag (fast, no training)."""
+"""TrainConfig: flags, YAML precedence, resume settings, and refusal of bad settings naming the flag (fast, no training)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from trainer.config import ConfigError, TrainConfig, parse_config
+from models import list_models
+from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
+from trainer.provenance import write_run_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -56,6 +62,8 @@ def test_bad_yaml_value_names_flag_and_file(base, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "nope"], r"--model: unknown model 'nope'; known: .*simple"),
+    (["--model", "vocnt"], r"--model: unknown model 'vocnt'; did you mean 'vocnet'\?"),
+    (["--weight-decay", "nan"], r"--weight-decay: must be a finite number, got nan"),
     (["--mixed-precision", "fp16", "--cpu"], r"--mixed-precision: fp16 needs a GPU"),
     (["--epochs", "0"], r"--epochs: must be >= 1"),
     (["--batch-size", "0"], r"--batch-size: must be >= 1"),
@@ -78,11 +86,31 @@ def test_missing_or_unpacked_shards_are_refused(tmp_path):
         parse_config(["--shards", str(tmp_path), "--out", str(tmp_path / "run")])
 
 
-def test_malformed_flag_exits_with_usage_naming_it(base, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+def test_malformed_flag_is_one_error_naming_it(base):
+    with pytest.raises(ConfigError, match=r"^--epochs: invalid int value: 'abc' \(see --help\)$"):
         parse_config(base + ["--epochs", "abc"])
-    assert exit_info.value.code == 2
-    assert "--epochs" in capsys.readouterr().err
+
+
+def test_yaml_scientific_notation_is_a_float(base, tmp_path):
+    # PyYAML (YAML 1.1) reads `3e-3` without a dot as the string '3e-3'.
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 3e-3\nweight_decay: 5E-4\nwarmup_epochs: 1\nschedule: cosine\n")
+    cfg = parse_config(base + ["--config", str(path)])
+    assert (cfg.lr, cfg.weight_decay, cfg.warmup_epochs) == (0.003, 0.0005, 1.0)
+    path.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match=r"--lr \(from .*c\.yaml\): expected float, got 'fast'"):
+        parse_config(base + ["--config", str(path)])
+    path.write_text("epochs: true\n")
+    with pytest.raises(ConfigError, match=r"--epochs \(from .*c\.yaml\): expected int, got True"):
+        parse_config(base + ["--config", str(path)])
+
+
+def test_malformed_yaml_names_file_and_line(base, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nmodel: [vocnet\n")
+    with pytest.raises(ConfigError, match=r"--config .*c\.yaml: not valid YAML at line 3, column 1: "
+                                          r"expected ',' or ']'.*opened at line 2"):
+        parse_config(base + ["--config", str(path)])
 
 
 def test_fresh_run_never_overwrites_a_run_with_checkpoints(shards_dir, tmp_path):
@@ -97,3 +125,79 @@ def test_fresh_run_never_overwrites_a_run_with_checkpoints(shards_dir, tmp_path)
 def test_every_shipped_config_is_valid(base, path):
     cfg = parse_config(base + ["--config", str(path)])
     assert cfg.config == str(path)
+
+
+@pytest.fixture
+def saved_run(shards_dir, tmp_path):
+    """A run directory whose config.yaml was written by the trainer's own writer, with non-default settings."""
+    run = tmp_path / "saved_run"
+    run.mkdir()
+    settings = parse_config(["--shards", str(shards_dir), "--out", str(run), "--model", "vocnet", "--lr", "3e-3",
+                             "--optimizer", "adam", "--batch-size", "8", "--epochs", "3", "--workers", "0"])
+    write_run_config(run / "config.yaml", as_dict(settings), world_size=1, device="cpu", resumed_from=None)
+    return run
+
+
+def test_resume_continues_with_the_runs_own_settings(shards_dir, saved_run, tmp_path):
+    argv = ["--shards", str(shards_dir), "--out", str(saved_run), "--resume"]
+    cfg = parse_config(argv)
+    assert (cfg.model, cfg.lr, cfg.optimizer, cfg.batch_size, cfg.epochs, cfg.workers) == ("vocnet", 3e-3, "adam", 8, 3, 0)
+    assert (cfg.out, cfg.config, cfg.resume) == (str(saved_run), None, True)
+    assert parse_config(["--out", str(saved_run), "--resume"]).shards == str(shards_dir)  # saved too
+    # Precedence: saved < --config YAML < command line, for settings a resume may change.
+    path = write_yaml(tmp_path / "c.yaml", {"epochs": 5, "workers": 1, "test_frequency": 2})
+    cfg = parse_config(argv + ["--config", path, "--workers", "2", "--lr", "0.003"])
+    assert (cfg.epochs, cfg.workers, cfg.test_frequency, cfg.model, cfg.lr) == (5, 2, 2, "vocnet", 3e-3)
+    # No config.yaml yet (the run never started): --resume is a fresh start with the usual defaults.
+    assert parse_config(["--shards", str(shards_dir), "--out", str(tmp_path / "new"), "--resume"]).model == "final"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "5"], r"^--lr: 5\.0 differs from 0\.003 in .*saved_run/config\.yaml.*start a new --out"),
+    (["--model", "simple"], r"^--model: 'simple' differs from 'vocnet'"),
+    (["--batch-size", "4"], r"^--batch-size: 4 differs from 8"),
+    (["--seed", "1"], r"^--seed: 1 differs from 0"),
+])
+def test_resume_refuses_to_change_what_the_checkpoint_fixes(shards_dir, saved_run, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(["--shards", str(shards_dir), "--out", str(saved_run), "--resume"] + extra)
+
+
+def test_resume_names_the_yaml_that_changed_a_fixed_setting(shards_dir, saved_run, tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"optimizer": "sgd"})
+    with pytest.raises(ConfigError, match=r"^--optimizer \(from .*c\.yaml\): 'sgd' differs from 'adam'"):
+        parse_config(["--shards", str(shards_dir), "--out", str(saved_run), "--resume", "--config", path])
+
+
+def test_resume_under_a_schedule_keeps_its_length(shards_dir, tmp_path):
+    run = tmp_path / "cosine_run"
+    run.mkdir()
+    argv = ["--shards", str(shards_dir), "--out", str(run)]
+    settings = parse_config(argv + ["--schedule", "cosine", "--epochs", "4"])
+    write_run_config(run / "config.yaml", as_dict(settings), world_size=1, device="cpu", resumed_from=None)
+    assert parse_config(argv + ["--resume"]).epochs == 4
+    with pytest.raises(ConfigError, match=r"^--epochs: 6 differs from 4"):
+        parse_config(argv + ["--resume", "--epochs", "6"])
+
+
+def test_resume_refuses_a_damaged_run_config(shards_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("settings: {lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"^--resume: .*run/config\.yaml: not valid YAML at line"):
+        parse_config(["--shards", str(shards_dir), "--out", str(run), "--resume"])
+
+
+def check_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer.config", *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_config_module_prints_resolved_settings_or_one_error_line(base):
+    done = check_cli(*base, "--lr", "3e-3", "--model", "simple")
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout) == as_dict(parse_config(base + ["--lr", "3e-3", "--model", "simple"]))
+    done = check_cli(*base, "--model", "vocnt", "--epochs", "2")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [f"error: --model: unknown model 'vocnt'; did you mean 'vocnet'? "
+                                        f"known: {', '.join(list_models())}"]

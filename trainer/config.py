@@ -2,9 +2,14 @@
 
 The CLI is generated from the dataclass fields (``batch_size`` -> ``--batch-size``), so a
 setting exists in exactly one place with its unit in its comment. Precedence, lowest first:
-field default < ``--config FILE`` (YAML) < command line. Everything is validated here,
-before any process builds a model or reads a shard, and every error names the flag (and the
-YAML file when the value came from there) together with what to do about it.
+field default < the run's own RUN/config.yaml (only with ``--resume``) < ``--config FILE``
+(YAML) < command line. Everything is validated here, before any process builds a model or
+reads a shard, and every error names the flag (and the YAML file when the value came from
+there) together with what to do about it.
+
+``python -m trainer.config ARGS...`` checks ARGS exactly like the trainer and prints the
+resolved settings as YAML (exit 0) or one ``error: ...`` line on stderr (exit 2); launch.sh
+runs it once before starting N processes that would each print the same error.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +88,29 @@ class TrainConfig:
     debug: bool = field(default=False, **_opt("one process, 3 batches per epoch, anomaly detection, shape printout"))
 
 
+# Settings a resumed run must keep, because the checkpoint or the run's history depends on them:
+# model, freeze_features: the state dict and which parameters the optimizer state covers;
+# optimizer, lr, momentum, weight_decay: the restored optimizer state overrides them silently;
+# batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
+#   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
+# seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
+# loss, pos_weight, augment, image_size: what the logged history measures; one config.yaml
+#   must describe the whole run.
+# Free to change: epochs (extend a constant-LR run), the data location (shards), where the
+# pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
+# hardware knobs (workers, mixed_precision, cpu, channels_last), evaluation, logging,
+# checkpointing and debug.
+FROZEN_ON_RESUME: tuple[str, ...] = (
+    "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size",
+)
+# A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
+FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)
+# Never taken from a saved run: they say where this invocation reads and writes, not how it trains.
+NOT_INHERITED: frozenset[str] = frozenset({"out", "config", "resume"})
+RUN_CONFIG = "config.yaml"  # RUN/config.yaml, written by trainer.provenance: {settings: {...}, ...}
+
+
 def flag(name: str) -> str:
     """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
@@ -93,9 +123,18 @@ def _scalar_type(f: dataclasses.Field) -> type:
     return args[0] if args else hint
 
 
+class _Parser(argparse.ArgumentParser):
+    # One ConfigError line instead of the 15-line usage block argparse prints on every process.
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message.removeprefix('argument ')} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """argparse parser generated from TrainConfig; defaults are None so YAML can fill the gaps."""
-    parser = argparse.ArgumentParser(
+    """argparse parser generated from TrainConfig; defaults are None so YAML can fill the gaps.
+
+    A malformed flag (``--epochs abc``) raises ConfigError naming it; ``--help`` still exits 0.
+    """
+    parser = _Parser(
         prog="trainer/main.py",
         description="Train a multi-label VOC 2007 classifier (run it with `accelerate launch` for DDP).",
         argument_default=None,
@@ -112,14 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_yaml(path: str) -> dict:
-    """YAML keys may use dashes or underscores; an unknown key is an error naming the key."""
-    if not Path(path).is_file():
-        raise ConfigError(f"--config: no such file {path}")
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of setting: value, got {type(raw).__name__}")
+def _load_yaml(path: Path, label: str) -> object:
+    """Parse one YAML file; a syntax error names the file and its line instead of a traceback."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err)
+        context = getattr(err, "context", None)
+        context_mark = getattr(err, "context_mark", None)
+        if context and context_mark:
+            what += f" ({context} opened at line {context_mark.line + 1})"
+        raise ConfigError(f"{label}: not valid YAML{where}: {what}") from None
+
+
+def _typed(raw: dict, label: str, source: str) -> dict:
+    """YAML keys may use dashes or underscores; an unknown key or a wrongly typed value is an error."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     values = {}
     for key, value in raw.items():
@@ -127,35 +175,92 @@ def _read_yaml(path: str) -> dict:
         if name not in fields or name == "config":
             close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"--config {path}: unknown key '{key}'{hint} (keys are the flags without '--')")
-        kind = _scalar_type(fields[name])
-        if value is not None and not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
-            raise ConfigError(f"{flag(name)} (from {path}): expected {kind.__name__}, got {value!r}")
-        values[name] = kind(value) if value is not None else None
+            raise ConfigError(f"{label}: unknown key '{key}'{hint} (keys are the flags without '--')")
+        values[name] = _coerce(name, _scalar_type(fields[name]), value, source)
     return values
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """Command line (+ optional YAML) -> validated TrainConfig. Raises ConfigError on a bad value.
+def _coerce(name: str, kind: type, value: object, source: str) -> object:
+    """A YAML value as the field's type, or a ConfigError naming the flag and the file."""
+    if value is None:
+        return None
+    # YAML 1.1 reads `3e-3` (no dot) as a string; float() reads it as a number, like the CLI does.
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    # bool is an int subclass, but `epochs: true` is a mistake, not 1.
+    if (isinstance(value, kind) or (kind is float and isinstance(value, int))) and \
+            (kind is bool or not isinstance(value, bool)):
+        return kind(value)
+    raise ConfigError(f"{flag(name)} (from {source}): expected {kind.__name__}, got {value!r}")
 
-    argparse itself exits with status 2 for malformed flags (e.g. ``--epochs abc``), naming the flag.
+
+def _read_yaml(path: str) -> dict:
+    """The --config file as {field: value}."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--config: no such file {path}")
+    raw = _load_yaml(Path(path), f"--config {path}") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of setting: value, got {type(raw).__name__}")
+    return _typed(raw, f"--config {path}", path)
+
+
+def _read_run_settings(run_dir: str) -> tuple[dict, str | None]:
+    """Settings a run recorded in RUN/config.yaml, minus where-to-read/write; ({}, None) without one."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        return {}, None
+    label = f"--resume: {path}"
+    record = _load_yaml(path, label)
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise ConfigError(f"{label}: has no 'settings' mapping; it is not a run's config.yaml "
+                          "(restore it, or start a new --out)")
+    settings = {k: v for k, v in record["settings"].items() if str(k).replace("-", "_") not in NOT_INHERITED}
+    return _typed(settings, label, str(path)), str(path)
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Command line (+ optional YAML, + the run's own settings on --resume) -> validated TrainConfig.
+
+    Raises ConfigError on a bad or malformed value, and on --resume when a setting the checkpoint
+    fixes (FROZEN_ON_RESUME) differs from the run's RUN/config.yaml.
     """
-    parser = build_parser()
-    cli = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    cli = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
     from_yaml = _read_yaml(cli["config"]) if cli.get("config") else {}
-    cfg = TrainConfig(**{**from_yaml, **cli})
-    validate(cfg, yaml_keys=set(from_yaml) - set(cli))
+    chosen = {**from_yaml, **cli}
+    saved, saved_path = _read_run_settings(chosen["out"]) if chosen.get("resume") and chosen.get("out") else ({}, None)
+    cfg = TrainConfig(**{**saved, **chosen})
+    sources = {name: saved_path for name in set(saved) - set(chosen)}
+    sources |= {name: cfg.config for name in set(from_yaml) - set(cli)}
+    validate(cfg, sources)
+    if saved_path:
+        _check_unchanged(cfg, saved, saved_path, sources)
     return cfg
 
 
-def _where(name: str, cfg: TrainConfig, yaml_keys: set[str]) -> str:
-    return f"{flag(name)} (from {cfg.config})" if name in yaml_keys else flag(name)
+def _check_unchanged(cfg: TrainConfig, saved: dict, saved_path: str, sources: dict[str, str]) -> None:
+    frozen = FROZEN_ON_RESUME + (FROZEN_WITH_SCHEDULE if cfg.schedule != "none" else ())
+    for name in frozen:
+        if name in saved and getattr(cfg, name) != saved[name]:
+            raise ConfigError(
+                f"{_where(name, sources)}: {getattr(cfg, name)!r} differs from {saved[name]!r} in {saved_path}, "
+                f"and --resume cannot change it (the checkpoint and history depend on it); drop the setting "
+                f"to continue the run, or start a new --out to train with the new value")
 
 
-def validate(cfg: TrainConfig, yaml_keys: set[str] = frozenset()) -> None:
-    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built)."""
+def _where(name: str, sources: dict[str, str]) -> str:
+    return f"{flag(name)} (from {sources[name]})" if sources.get(name) else flag(name)
+
+
+def validate(cfg: TrainConfig, sources: dict[str, str] | None = None) -> None:
+    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built).
+
+    ``sources`` maps a field to the YAML file its value came from, so the error names that file.
+    """
     def fail(name: str, why: str) -> None:
-        raise ConfigError(f"{_where(name, cfg, yaml_keys)}: {why}")
+        raise ConfigError(f"{_where(name, sources or {})}: {why}")
 
     for f in dataclasses.fields(TrainConfig):  # choices again: YAML values bypass argparse
         choices = f.metadata["choices"]
@@ -178,13 +283,18 @@ def validate(cfg: TrainConfig, yaml_keys: set[str] = frozenset()) -> None:
         fail("out", f"{cfg.out} already holds checkpoints of a run: pass --resume to continue it, "
                     "or choose a new --out (a fresh run never overwrites another run)")
     if cfg.model not in list_models():
-        fail("model", f"unknown model '{cfg.model}'; known: {', '.join(list_models())}")
+        close = difflib.get_close_matches(cfg.model, list_models(), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        fail("model", f"unknown model '{cfg.model}'; {hint}known: {', '.join(list_models())}")
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         fail("weights", f"no such file {cfg.weights}")
     for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("test_frequency", 1),
                       ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32)):
         if getattr(cfg, name) < low:
             fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
+    for f in dataclasses.fields(TrainConfig):  # nan/inf pass every comparison below unnoticed
+        if _scalar_type(f) is float and not math.isfinite(getattr(cfg, f.name)):
+            fail(f.name, f"must be a finite number, got {getattr(cfg, f.name)}")
     if not cfg.lr > 0:
         fail("lr", f"must be > 0, got {cfg.lr}")
     if cfg.weight_decay < 0:
@@ -214,3 +324,18 @@ def _runs_on_cpu(cfg: TrainConfig) -> bool:
 def as_dict(cfg: TrainConfig) -> dict:
     """Plain dict of every field, for config.yaml and experiment trackers."""
     return dataclasses.asdict(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trainer.config ARGS``: validate like the trainer, print the resolved settings."""
+    try:
+        cfg = parse_config(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
