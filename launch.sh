@@ -23,7 +23,9 @@ setup() {
 }
 
 # Processes for a local run: one per GPU; on a CPU-only box 2 gloo processes
-# (NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one).
+# (docs/NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one).
+# `exec`: the launcher replaces this shell, so a scheduler's or Ctrl-C's signal reaches it
+# and the command returns only when the trainers have saved and stopped.
 local_launch() {
     local ngpu
     ngpu=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
@@ -31,10 +33,10 @@ local_launch() {
         local mp=bf16
         "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_bf16_supported() else 1)' || mp=fp16
         local multi=(); (( ngpu > 1 )) && multi=(--multi_gpu)
-        "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
+        exec "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
             --mixed_precision "$mp" --dynamo_backend no trainer/main.py --mixed-precision "$mp" "$@"
     else
-        ACCELERATE_USE_CPU=true "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
+        ACCELERATE_USE_CPU=true exec "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
             --num_machines 1 --mixed_precision no --dynamo_backend no trainer/main.py "$@"
     fi
 }
@@ -55,11 +57,19 @@ case "$cmd" in
         fi
         # The demo is a fresh run every time (the trainer refuses to overwrite a run without --resume).
         [[ -d "$ROOT/runs/demo" ]] && { echo ">> replacing the previous demo run in runs/demo"; rm -rf "$ROOT/runs/demo"; }
-        local_launch --config configs/demo.yaml --shards "$data/shards" --out "$ROOT/runs/demo" "$@"
+        (local_launch --config configs/demo.yaml --shards "$data/shards" --out "$ROOT/runs/demo" "$@")
         echo ">> demo outputs in $ROOT/runs/demo (summary.json, submission.csv, per_class_ap.csv, loss.png, map.png)"
         ;;
-    train) setup; local_launch "$@" ;;
+    train)
+        setup
+        # Settings are checked once here: a bad flag is one clear line, not a traceback per process.
+        "$PY" -m trainer.config "$@" > /dev/null
+        if [[ " $* " == *" --debug "* ]]; then
+            exec "$PY" trainer/main.py "$@"  # --debug is one process by design
+        fi
+        local_launch "$@"
+        ;;
     bench) setup; exec "$PY" -m shards.bench "$@" ;;
-    help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+    help|-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" ;;
     *) echo "unknown command '$cmd'; try: ./launch.sh help" >&2; exit 2 ;;
 esac

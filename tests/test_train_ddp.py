@@ -18,7 +18,7 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
-from train_helpers import ROOT, TINY, ddp, descendants, history, kill_launch, run, start, wait_until
+from train_helpers import ROOT, TINY, ddp, descendants, env, history, kill_launch, run, single, start, wait_until
 from trainer.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -116,6 +116,11 @@ def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run
         assert float(mine["val_map"]) == pytest.approx(float(reference["val_map"]), abs=1e-3)
     summaries = [json.loads((d / "summary.json").read_text()) for d in (out, full_out)]
     assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)
+
+    # Resuming a 2-process run in one process would load one rank's RNG and another data split.
+    refused = subprocess.run(single(["--out", str(out), "--resume"]), cwd=ROOT, env=env(), capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "trained with 2 process(es); resume it with 2, not 1" in refused.stderr
 
 
 def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):

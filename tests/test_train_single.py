@@ -49,6 +49,7 @@ def test_debug_mode_prints_model_and_batch_and_finishes_with_periodic_checkpoint
                          "--checkpoint-every-steps", "5", "--keep-checkpoints", "2"], module=True), timeout=120)
     assert "Linear" in output and "BatchNorm2d" in output  # models.describe's layer table
     assert "batch: images (4, 3, 32, 32) torch.uint8" in output and "logits (4, 21)" in output
+    assert output.count("batch: images") == 1, "the debug printout belongs to the first epoch only"
     assert [int(r["epoch"]) for r in history(out)] == [1, 2]
     assert json.loads((out / "summary.json").read_text())["debug"] is True
     # the periodic checkpoint, and only the newest 2 kept
@@ -94,3 +95,17 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_p
     assert (summary["submission_model"], summary["submission_epoch"]) == ("best", 1)
     assert summary["best_model"]["epoch"] == 1 and summary["test_map"] == summary["best_model"]["test_map"]
     assert (out / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_0(shards_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, "--batch-size", "2"]
+    log = tmp_path / "interrupted.log"
+    proc = start(single(args), log)
+    wait_until(lambda: len(history(out)) == 1, proc, log)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+    assert "stopped by SIGINT" in log.read_text() and "Traceback" not in log.read_text()
+    assert latest_checkpoint(out)[1].order > (1, 0)  # saved after the first epoch's checkpoint

@@ -32,6 +32,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from trainer.atomic import RESULT_FILE_MODE
+
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
 
@@ -91,6 +93,13 @@ def _write_json(path: Path, payload: dict) -> None:
         os.fsync(fh.fileno())  # on disk before the rename makes the checkpoint visible
 
 
+def _readable_by_group(directory: Path) -> None:
+    # safetensors/torch.save leave some files 0600; a shared run directory must be readable by the group.
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(RESULT_FILE_MODE)
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state: RunState, *, keep: int) -> Path:
     """Collective: every process calls it at the same point. Returns the final directory."""
     root = Path(run_dir) / "checkpoints"
@@ -105,6 +114,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, dataclasses.asdict(state))
+        _readable_by_group(tmp)
         if final.exists():  # the same position saved again (resumed and stopped at once): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -133,6 +143,7 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
     accelerator.save_model(model, str(tmp))  # writes model.safetensors on the main process
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, {"epoch": epoch, "val_map": val_map})
+        _readable_by_group(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

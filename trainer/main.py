@@ -4,7 +4,7 @@ Also runs as `python trainer/main.py ...` or `python -m trainer.main ...` (one p
 script reads like nanoGPT's: set up, resume, then per epoch train -> evaluate -> keep best ->
 checkpoint -> history row; at the end test with the final (and best) model and write the
 reports. All distribution goes through the Accelerator; the webdataset loaders are NOT passed
-to `prepare` (they split the shards by rank themselves, see NOTES.md) but get the rank and
+to `prepare` (they split the shards by rank themselves, see docs/NOTES.md) but get the rank and
 world size from it.
 """
 
@@ -35,7 +35,7 @@ from trainer.evaluate import evaluate
 from trainer.finish import finish
 from trainer.loop import EpochResult, train_one_epoch
 from trainer.progress import TrainProgress
-from trainer.provenance import write_run_config
+from trainer.provenance import read_run_config, write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
 from trainer.signals import StopSignal, start_workers
 
@@ -49,13 +49,15 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         options["freeze_features"] = True
     try:
         model = create_model(cfg.model, **options)
-    except ValueError as err:  # an option this model does not take
-        raise ConfigError(f"--model {cfg.model}: {err}") from err
+    except FileNotFoundError as err:  # pretrained weights not on this machine: the message says where to put them
+        raise ConfigError(f"--weights: {err}") from err
+    except ValueError as err:  # an option this model does not take, or an unreadable weights file
+        raise ConfigError(f"--model {cfg.model}{f' --weights {cfg.weights}' if cfg.weights else ''}: {err}") from err
     model.eval()
     with torch.no_grad():  # one tiny forward now beats a shape error deep inside epoch 1
         try:
             out = model(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             raise ConfigError(f"--image-size {cfg.image_size}: model '{cfg.model}' cannot take "
                               f"{cfg.image_size}x{cfg.image_size} inputs (try 227): {err}") from err
     if out.shape != (1, 21):
@@ -122,6 +124,10 @@ def train(cfg: TrainConfig) -> dict:
         if found is None:
             say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting fresh")
         else:
+            trained_with = read_run_config(run_dir / "config.yaml").get("world_size", world)
+            if trained_with != world:  # each process restores its own RNG file; the data split depends on it
+                raise ConfigError(f"--resume: {run_dir} was trained with {trained_with} process(es); resume it with "
+                                  f"{trained_with}, not {world}")
             resumed_from = str(found[0])
             state = checkpoint.load_checkpoint(accelerator, found[0])
             say(f"resumed from {found[0]} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
@@ -166,12 +172,13 @@ def train(cfg: TrainConfig) -> dict:
             path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
             say(f"checkpoint {path}")
 
-        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        first_epoch = state.epoch + 1
+        for epoch in range(first_epoch, cfg.epochs + 1):
             epoch_start, skip = time.time(), state.step_in_epoch
             data = islice(loader("train", epoch), skip, batches)  # order = f(seed, epoch, rank): skip what was trained
             if cfg.debug:
                 data = list(data)
-            if cfg.debug and epoch == state.epoch + 1:
+            if cfg.debug and epoch == first_epoch:
                 print_debug_batch(say, accelerator.unwrap_model(model), data[0], cfg.image_size, accelerator.device)
             progress.start_epoch(epoch, cfg.epochs, batches, skip)
 

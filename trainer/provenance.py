@@ -49,3 +49,11 @@ def write_run_config(path: str | os.PathLike, settings: dict, *, world_size: int
         "versions": versions(),
     }
     atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def read_run_config(path: str | os.PathLike) -> dict:
+    """config.yaml of an existing run as a dict ({} when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}

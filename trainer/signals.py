@@ -1,4 +1,5 @@
-"""Graceful stop on SIGTERM / SIGUSR1 (what schedulers send before a pre-emption or time limit).
+"""Graceful stop on SIGTERM / SIGUSR1 (what schedulers send before a pre-emption or time limit)
+and on a first Ctrl-C (SIGINT).
 
 The handler only records the signal: saving a checkpoint from inside a signal handler could
 interrupt a half-done optimizer step or a collective. The training loop polls
@@ -19,7 +20,8 @@ import signal
 from collections.abc import Iterable, Iterator
 from types import FrameType
 
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+# SIGINT too: Ctrl-C in a terminal reaches every process of the launch; a second Ctrl-C aborts.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StopSignal:
@@ -31,6 +33,8 @@ class StopSignal:
         self._previous: dict[signal.Signals, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # the user insists: stop now, without the checkpoint
         self.received = signal.Signals(signum)
 
     def __enter__(self) -> "StopSignal":
