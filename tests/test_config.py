@@ -82,8 +82,15 @@ def test_bad_value_is_refused_naming_the_flag(base, argv, message):
 def test_missing_or_unpacked_shards_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--shards: is required"):
         parse_config(["--out", str(tmp_path / "run")])
-    with pytest.raises(ConfigError, match=r"--shards: .*has no manifest.json; make one with `python -m shards.pack"):
+    with pytest.raises(ConfigError, match=r"--shards: .*has no manifest.json; give the --out of `python -m shards.pack"):
         parse_config(["--shards", str(tmp_path), "--out", str(tmp_path / "run")])
+    with pytest.raises(ConfigError, match=r"--shards: no such directory .*typo"):
+        parse_config(["--shards", str(tmp_path / "typo"), "--out", str(tmp_path / "run")])
+    # A VOC folder given as --shards: the hint packs it, into a folder of its own.
+    (tmp_path / "VOCdevkit" / "VOC2007").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"it is a VOC folder, not shards; pack it first with "
+                                          r"`python -m shards.pack --voc .*VOCdevkit --out SHARDS_DIR`"):
+        parse_config(["--shards", str(tmp_path / "VOCdevkit"), "--out", str(tmp_path / "run")])
 
 
 def test_malformed_flag_is_one_error_naming_it(base):

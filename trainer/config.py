@@ -269,8 +269,14 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None) -> None:
     for name in ("shards", "out"):
         if not getattr(cfg, name):
             fail(name, "is required")
-    if not (Path(cfg.shards) / "manifest.json").is_file():
-        fail("shards", f"{cfg.shards} has no manifest.json; make one with `python -m shards.pack --voc VOCdevkit --out {cfg.shards}`")
+    shards = Path(cfg.shards)
+    if not shards.is_dir():
+        fail("shards", f"no such directory {shards}; give the --out of `python -m shards.pack`")
+    if not (shards / "manifest.json").is_file():
+        looks_like_voc = (shards / "VOC2007").is_dir() or (shards / "JPEGImages").is_dir()
+        fail("shards", f"{shards} has no manifest.json" + (
+            f": it is a VOC folder, not shards; pack it first with `python -m shards.pack --voc {shards} --out SHARDS_DIR`"
+            if looks_like_voc else "; give the --out of `python -m shards.pack --voc VOCDEVKIT --out SHARDS_DIR`"))
     try:
         splits = load_manifest(cfg.shards)["splits"]
     except Exception as err:  # the manifest's own message names the file and the problem
