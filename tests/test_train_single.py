@@ -1,16 +1,15 @@
-"""One-process trainer runs: SIGTERM stop + mid-epoch resume in bf16 on CPU, --debug, and
+"""One-process trainer runs: SIGTERM and Ctrl-C stops + mid-epoch resume in bf16 on CPU, --debug, --test-with best, and
 which checkpoint a resume picks."""
 
 from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
 from trainer.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
-from train_helpers import TINY, history, run, single, start, wait_until
+from train_helpers import TINY, history, run, signal_after_first_epoch, single
 
 
 @pytest.mark.slow
@@ -20,13 +19,8 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(sha
     # 2 batches per update: the stop may only happen where an update ends
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--batch-size", "2",
             "--grad-accum", "2", "--mixed-precision", "bf16"]
-    log = tmp_path / "stopped.log"
-    proc = start(single(args), log)
-    wait_until(lambda: len(history(out)) == 1, proc, log)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
-    assert "stopped by SIGTERM" in log.read_text()
+    log = signal_after_first_epoch(single(args), out, tmp_path / "stopped.log", signal.SIGTERM)
+    assert "stopped by SIGTERM" in log
     directory, state = latest_checkpoint(out)
     assert (state.epoch, directory.name) == (1, f"epoch_0002_step_{state.step_in_epoch:05d}")
     assert 0 < state.step_in_epoch < 12 and state.step_in_epoch % 2 == 0
@@ -101,11 +95,6 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_p
 def test_ctrl_c_saves_a_checkpoint_and_exits_0(shards_dir, tmp_path):
     out = tmp_path / "run"
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, "--batch-size", "2"]
-    log = tmp_path / "interrupted.log"
-    proc = start(single(args), log)
-    wait_until(lambda: len(history(out)) == 1, proc, log)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
-    assert "stopped by SIGINT" in log.read_text() and "Traceback" not in log.read_text()
+    log = signal_after_first_epoch(single(args), out, tmp_path / "interrupted.log", signal.SIGINT)
+    assert "stopped by SIGINT" in log and "Traceback" not in log
     assert latest_checkpoint(out)[1].order > (1, 0)  # saved after the first epoch's checkpoint

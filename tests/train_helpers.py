@@ -89,3 +89,13 @@ def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 18
 def history(run_dir: Path) -> list[dict]:
     path = run_dir / "history.csv"
     return list(csv.DictReader(open(path))) if path.exists() else []
+
+
+def signal_after_first_epoch(cmd: list[str], out: Path, log: Path, sig: signal.Signals) -> str:
+    """Start a one-process run, send `sig` early in epoch 2, expect a clean exit 0; returns the log."""
+    proc = start(cmd, log)
+    wait_until(lambda: len(history(out)) == 1, proc, log)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+    return log.read_text()
