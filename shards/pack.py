@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shards.pack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--voc", type=Path, action="append", required=True, metavar="PATH",
                         help="VOCdevkit folder, its VOC2007 folder, or an official VOC2007 tar; repeatable")
-    parser.add_argument("--out", type=Path, required=True, metavar="SHARDS_DIR", help="shard folder to create (must not exist)")
+    parser.add_argument("--out", type=Path, required=True, metavar="SHARDS_DIR", help="shard folder to create (must not exist, or be empty)")
     parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD, metavar="N",
                         help=f"images per shard (default {DEFAULT_SAMPLES_PER_SHARD})")
     size = parser.add_mutually_exclusive_group()

@@ -46,6 +46,7 @@ def test_debug_mode_prints_model_and_batch_and_finishes_with_periodic_checkpoint
     assert output.count("batch: images") == 1, "the debug printout belongs to the first epoch only"
     assert [int(r["epoch"]) for r in history(out)] == [1, 2]
     assert json.loads((out / "summary.json").read_text())["debug"] is True
+    assert "--debug: the test metrics and submission.csv cover only" in output
     # the periodic checkpoint, and only the newest 2 kept
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0002", "epoch_0002_step_00002"]
 

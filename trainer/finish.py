@@ -91,6 +91,8 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: 
         if best is not None:
             other = final if used is best else best
             say(f"test mAP of the {'final' if used is best else 'best-val'} model: {other.metrics['map']:.4f}")
+        if cfg.debug:
+            say(f"[yellow]--debug: the test metrics and submission.csv cover only {len(used.ids)} test images")
         say(f"outputs in {run_dir}: summary.json, submission.csv ({used_name} model), per_class_ap.csv, "
             "history.csv, loss.png, map.png, config.yaml, checkpoints/")
     accelerator.log({"test_map": used.metrics["map"]}, step=cfg.epochs)
