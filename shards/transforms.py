@@ -10,6 +10,8 @@ the report's final network = RandomResizedCrop(227) + RandomHorizontalFlip.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torchvision.transforms import v2
 
@@ -38,7 +40,15 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, 3, H, W] (any device) -> float32, scaled to [0, 1], ImageNet mean/std."""
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 images from the shard loaders, got {images.dtype}")
-    # (x / 255 - mean) / std folded into one in-place multiply and add: runs on every batch.
-    scale = 1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=images.device))
-    shift = -torch.tensor(IMAGENET_MEAN, device=images.device) / torch.tensor(IMAGENET_STD, device=images.device)
-    return images.float().mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
+    scale, shift = _affine(images.device)
+    return images.float().mul_(scale).add_(shift)
+
+
+@functools.lru_cache(maxsize=None)
+def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / 255 - mean) / std as x * scale + shift, [1, 3, 1, 1] each, made once per device:
+    building them per batch would be a blocking host-to-GPU copy on every step."""
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    scale = 1.0 / (255.0 * std)
+    shift = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
+    return scale.to(device), shift.to(device)

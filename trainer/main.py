@@ -30,7 +30,7 @@ from shards.reader import eval_loader, steps_per_epoch, train_loader
 from shards.transforms import normalize
 from trainer import checkpoint, history
 from trainer.checkpoint import RunState
-from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
+from trainer.config import RUN_CONFIG, ConfigError, TrainConfig, as_dict, parse_config
 from trainer.evaluate import evaluate
 from trainer.finish import finish
 from trainer.loop import EpochResult, train_one_epoch
@@ -40,6 +40,8 @@ from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_s
 from trainer.signals import StopSignal, start_workers
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
+STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
+PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each reads the loss: a host sync)
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -87,6 +89,10 @@ def train(cfg: TrainConfig) -> dict:
     )
     if cfg.debug and accelerator.num_processes > 1:
         raise ConfigError("--debug runs one process: start it with `python trainer/main.py --debug ...`")
+    trained_with = read_run_config(Path(cfg.out) / RUN_CONFIG).get("world_size") if cfg.resume else None
+    if trained_with not in (None, accelerator.num_processes):  # each process restores its own RNG file and data split
+        raise ConfigError(f"--resume: {cfg.out} was trained with {trained_with} process(es); resume it with "
+                          f"{trained_with}, not {accelerator.num_processes}")
     torch.autograd.set_detect_anomaly(cfg.debug)
     set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
     run_dir, world = Path(cfg.out), accelerator.num_processes
@@ -124,16 +130,12 @@ def train(cfg: TrainConfig) -> dict:
         if found is None:
             say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting fresh")
         else:
-            trained_with = read_run_config(run_dir / "config.yaml").get("world_size", world)
-            if trained_with != world:  # each process restores its own RNG file; the data split depends on it
-                raise ConfigError(f"--resume: {run_dir} was trained with {trained_with} process(es); resume it with "
-                                  f"{trained_with}, not {world}")
             resumed_from = str(found[0])
             state = checkpoint.load_checkpoint(accelerator, found[0])
             say(f"resumed from {found[0]} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir / "config.yaml", as_dict(cfg), world_size=world, device=str(accelerator.device),
+        write_run_config(run_dir / RUN_CONFIG, as_dict(cfg), world_size=world, device=str(accelerator.device),
                          resumed_from=resumed_from)
         history.rewrite(run_dir / "history.csv", state.history)  # exactly the epochs the checkpoint holds
     if cfg.log_with != "none":
@@ -181,20 +183,23 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.debug and epoch == first_epoch:
                 print_debug_batch(say, accelerator.unwrap_model(model), data[0], cfg.image_size, accelerator.device)
             progress.start_epoch(epoch, cfg.epochs, batches, skip)
+            epoch_lr = scheduler.get_last_lr()[0]  # the rate the epoch starts with (cosine moves it every update)
 
             def after_update(done: int, result: EpochResult) -> bool:
-                if stop_agreed():
+                update = done // cfg.grad_accum  # updates done in this epoch, the same on every rank
+                # The stop agreement is a collective with a host sync: every few updates, not every one.
+                if update % STOP_CHECK_UPDATES == 0 and stop_agreed():
                     save_partial(done, result, epoch_start)
                     say(f"stopped by {stop.received.name if stop.received else 'another process'}; "
                         "resume with --resume")
                     return True
-                periodic = cfg.checkpoint_every_steps and accelerator.step // cfg.grad_accum % cfg.checkpoint_every_steps == 0
+                periodic = cfg.checkpoint_every_steps and ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
                 if periodic and done < batches:  # the epoch-end checkpoint covers the last update
                     save_partial(done, result, epoch_start)
                 return False
 
             def on_batch(done: int, result: EpochResult) -> None:
-                if progress.live:  # .item() syncs the device: only when someone watches
+                if progress.live and (done % PROGRESS_EVERY == 0 or done == batches):  # .item() syncs the device
                     progress.update(done, result.loss_sum.item() / result.batches, result.images * world / result.seconds)
 
             result = train_one_epoch(model, data, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
@@ -210,7 +215,7 @@ def train(cfg: TrainConfig) -> dict:
             images = result.images * world + state.partial_images
             train_seconds = result.seconds + state.partial_seconds
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_map": None, "train_map": None,
-                   "lr": scheduler.get_last_lr()[0], "images_per_s": images / max(train_seconds, 1e-9)}
+                   "lr": epoch_lr, "images_per_s": images / max(train_seconds, 1e-9)}
 
             if epoch == 1 or epoch % cfg.test_frequency == 0 or epoch == cfg.epochs:
                 val, train_eval = run_eval("val"), run_eval("train")
@@ -225,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
                              history=[*state.history, row])
             checkpoint.save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
             if accelerator.is_main_process:
-                history.append_row(run_dir / "history.csv", row)  # only now that its checkpoint exists
+                history.rewrite(run_dir / "history.csv", state.history)  # only now that its checkpoint exists
             accelerator.log({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
             say(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
             if stop_agreed():
