@@ -9,8 +9,9 @@ Train: every rank yields exactly `steps_per_epoch(...)` batches, so DDP never wa
 rank that ran dry. Each epoch the shards are permuted by (seed, epoch) and dealt to the
 ranks, then to each rank's loader workers; a worker cycles through its shards (a new
 order per cycle) until it has produced its share of the batches. Which samples a rank
-sees, and in which order, is a pure function of (seed, epoch, rank, num_workers); the
-DataLoader's generator is seeded the same way, so worker-side augmentation repeats too.
+sees, and in which order, is a pure function of (seed, epoch, rank, num_workers). With
+workers, the DataLoader's generator is seeded the same way, so their augmentation repeats
+too; with num_workers=0 augmentation draws from the global torch RNG (set_seed, resume).
 
 Eval: shard i goes to rank i % world_size, then to that rank's workers in turn, so every
 sample of the split is read exactly once across ranks x workers; ranks may end with
@@ -73,6 +74,10 @@ def _shard_urls(shards_dir: str | Path, split: str) -> tuple[list[str], dict]:
 def steps_per_epoch(shards_dir: str | Path, *, batch_size: int, world_size: int, split: str = "train") -> int:
     """Batches every rank yields per training epoch: max(1, count // (batch_size * world_size))."""
     _, entry = _shard_urls(shards_dir, split)
+    return _steps(entry, batch_size, world_size)
+
+
+def _steps(entry: dict, batch_size: int, world_size: int) -> int:
     return max(1, entry["count"] // (batch_size * world_size))
 
 
@@ -180,8 +185,8 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
     """Exactly steps_per_epoch(...) shuffled, augmented uint8 batches for this rank (see module doc)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    urls, _ = _shard_urls(shards_dir, split)
-    steps = steps_per_epoch(shards_dir, batch_size=batch_size, world_size=world_size, split=split)
+    urls, entry = _shard_urls(shards_dir, split)
+    steps = _steps(entry, batch_size, world_size)
     seed_parts = (seed, epoch, rank)
     pipeline = wds.DataPipeline(
         _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),

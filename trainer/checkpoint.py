@@ -32,7 +32,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from trainer.atomic import RESULT_FILE_MODE
+from trainer.atomic import RESULT_FILE_MODE, atomic_write_text
 
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
@@ -86,13 +86,6 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, RunState] | Non
     return found[-1] if found else None
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    with open(path, "w") as fh:
-        json.dump(payload, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())  # on disk before the rename makes the checkpoint visible
-
-
 def _readable_by_group(directory: Path) -> None:
     # safetensors/torch.save leave some files 0600; a shared run directory must be readable by the group.
     for path in directory.iterdir():
@@ -113,7 +106,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state:
     accelerator.save_state(str(tmp))  # main: weights/optimizer/scheduler; each process: its RNG file
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json(tmp / STATE_FILE, dataclasses.asdict(state))
+        atomic_write_text(tmp / STATE_FILE, json.dumps(dataclasses.asdict(state), indent=1))
         _readable_by_group(tmp)
         if final.exists():  # the same position saved again (resumed and stopped at once): replace it
             shutil.rmtree(final)
@@ -142,7 +135,7 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
     accelerator.wait_for_everyone()
     accelerator.save_model(model, str(tmp))  # writes model.safetensors on the main process
     if accelerator.is_main_process:
-        _write_json(tmp / STATE_FILE, {"epoch": epoch, "val_map": val_map})
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"epoch": epoch, "val_map": val_map}))
         _readable_by_group(tmp)
         if final.exists():
             shutil.rmtree(final)
