@@ -57,7 +57,9 @@ def odd_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 def test_grayscale_cmyk_palette_and_portrait_images_decode_as_rgb(odd_images) -> None:
     shards_dir, kinds = odd_images
-    for image_id, sample in _samples(shards_dir, "test").items():
+    samples = _samples(shards_dir, "test")
+    assert set(samples) == set(kinds)  # every kind of image made it into the shards
+    for image_id, sample in samples.items():
         kind, (width, height) = kinds[image_id]
         record = json.loads(sample["json"])
         assert (record["width"], record["height"]) == (width, height)
