@@ -63,8 +63,8 @@ case "$cmd" in
     train)
         setup
         # Settings are checked once here: a bad flag is one clear line, not a traceback per process.
-        "$PY" -m trainer.config "$@" > /dev/null
-        if [[ " $* " == *" --debug "* ]]; then
+        resolved=$("$PY" -m trainer.config "$@")
+        if grep -qx "debug: true" <<< "$resolved"; then
             exec "$PY" trainer/main.py "$@"  # --debug is one process by design
         fi
         local_launch "$@"

@@ -70,7 +70,7 @@ class TrainConfig:
     # --- loss and data view
     loss: str = field(default="multilabel_soft_margin", **_opt("loss over the 21 logits", ("multilabel_soft_margin", "bce")))
     pos_weight: str = field(default="none", **_opt("per-class positive weights for --loss bce; auto = negatives/positives from the manifest", ("none", "auto")))
-    augment: str = field(default="crop_flip", **_opt("train augmentation preset (shards.transforms)", TRAIN_PRESETS))
+    augment: str = field(default="none", **_opt("train augmentation preset (shards.transforms)", TRAIN_PRESETS))
     image_size: int = field(default=227, **_opt("square input size in pixels, train and eval"))
     # --- evaluation
     test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
