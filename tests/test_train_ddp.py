@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 
@@ -18,8 +17,9 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
-from train_helpers import ROOT, TINY, ddp, descendants, env, history, kill_launch, run, single, start, wait_until
+from train_helpers import ROOT, TINY, ddp, env, history, kill_launch, run, signal_when_paused, single, start, wait_until
 from trainer.checkpoint import latest_checkpoint
+from trainer.main import STOP_CHECK_UPDATES
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -91,13 +91,12 @@ def test_test_split_scored_exactly_once_and_map_matches_sklearn(full_run, voc_ro
 
 
 def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run, shards_dir, tmp_path):
-    out = tmp_path / "run"
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "killed.log"
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY]
-    log = tmp_path / "killed.log"
-    proc = start(ddp(args), log)
-    wait_until(lambda: (out / "checkpoints" / "epoch_0001").is_dir(), proc, log)
+    proc = start(ddp(args, paused=("2:0", marker)), log)  # rank 0 waits before epoch 2's first batch
+    wait_until(marker.exists, proc, log)
     kill_launch(proc)
-    assert not (out / "summary.json").exists(), "the run finished before it was killed"
+    assert latest_checkpoint(out)[0].name == "epoch_0001"
     # What a kill in the middle of a checkpoint save leaves behind: a partial temporary directory.
     stale = out / "checkpoints" / ".tmp-epoch_0002"
     stale.mkdir()
@@ -125,16 +124,14 @@ def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run
 
 def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):
     """SLURM signals every process of a job step: launcher, ranks and their loader workers."""
-    out = tmp_path / "run"
-    log = tmp_path / "stopped.log"
-    proc = start(ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY]), log)
-    wait_until(lambda: "process(es) on" in log.read_text(), proc, log)  # ranks are set up, epoch 1 begins
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        os.kill(pid, signal.SIGTERM)
-    proc.wait(timeout=120)
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "stopped.log"
+    # batch 2: 6 batches per process and epoch. Rank 0 waits before the first batch until the
+    # signal is in; both ranks then stop together at the first stop check.
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY, "--batch-size", "2"]
+    signal_when_paused(ddp(args, paused=("1:0", marker)), marker, log, signal.SIGTERM, every_process=True)
     text = log.read_text()
-    assert "stopped by SIGTERM" in text or "stopped after the epoch's checkpoint" in text, text[-4000:]
+    assert "stopped by SIGTERM" in text, text[-4000:]
     assert "[rank" not in text, f"a rank failed instead of stopping:\n{text[-4000:]}"  # rank tracebacks
-    found = latest_checkpoint(out)
-    assert found is not None and found[1].epoch + (found[1].step_in_epoch > 0) == 1  # saved inside/at end of epoch 1
+    directory, state = latest_checkpoint(out)
+    assert (directory.name, state.partial_batches) == (f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}", 2 * STOP_CHECK_UPDATES)
     assert not (out / "summary.json").exists()

@@ -9,22 +9,23 @@ import signal
 import pytest
 
 from trainer.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
-from train_helpers import TINY, history, run, signal_after_first_epoch, single
+from trainer.main import STOP_CHECK_UPDATES
+from train_helpers import TINY, history, run, signal_when_paused, single
 
 
 @pytest.mark.slow
 def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(shards_dir, tmp_path):
-    out = tmp_path / "run"
-    # batch 2: 12 batches per epoch, so the signal lands inside an epoch's training;
-    # 2 batches per update: the stop may only happen where an update ends
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "stopped.log"
+    # batch 2: 12 batches per epoch; 2 batches per update: a stop may only happen where an update ends.
+    # The signal arrives before epoch 2's first batch; the run stops at its first stop check.
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--batch-size", "2",
             "--grad-accum", "2", "--mixed-precision", "bf16"]
-    log = signal_after_first_epoch(single(args), out, tmp_path / "stopped.log", signal.SIGTERM)
-    assert "stopped by SIGTERM" in log
+    proc = signal_when_paused(single(args, paused=("2:0", marker)), marker, log, signal.SIGTERM)
+    assert proc.returncode == 0 and "stopped by SIGTERM" in log.read_text(), log.read_text()[-4000:]
     directory, state = latest_checkpoint(out)
-    assert (state.epoch, directory.name) == (1, f"epoch_0002_step_{state.step_in_epoch:05d}")
-    assert 0 < state.step_in_epoch < 12 and state.step_in_epoch % 2 == 0
-    assert state.partial_batches == state.step_in_epoch
+    stopped_at = STOP_CHECK_UPDATES * 2
+    assert (state.epoch, state.step_in_epoch, directory.name) == (1, stopped_at, f"epoch_0002_step_{stopped_at:05d}")
+    assert state.partial_batches == stopped_at
     assert not (out / "summary.json").exists()
 
     output = run(single([*args, "--resume"]))
@@ -94,8 +95,9 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_p
 
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_0(shards_dir, tmp_path):
-    out = tmp_path / "run"
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "interrupted.log"
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, "--batch-size", "2"]
-    log = signal_after_first_epoch(single(args), out, tmp_path / "interrupted.log", signal.SIGINT)
-    assert "stopped by SIGINT" in log and "Traceback" not in log
-    assert latest_checkpoint(out)[1].order > (1, 0)  # saved after the first epoch's checkpoint
+    proc = signal_when_paused(single(args, paused=("2:0", marker)), marker, log, signal.SIGINT)
+    text = log.read_text()
+    assert proc.returncode == 0 and "stopped by SIGINT" in text and "Traceback" not in text, text[-4000:]
+    assert latest_checkpoint(out)[1].order == (1, STOP_CHECK_UPDATES)  # 12 batches in epoch 2, stop at the first check

@@ -32,16 +32,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ddp(args: list[str]) -> list[str]:
-    """The docs/NOTES.md command for real 2-process DDP on CPU."""
+def ddp(args: list[str], paused: tuple[str, Path] | None = None) -> list[str]:
+    """The docs/NOTES.md command for real 2-process DDP on CPU (`paused`: see `single`)."""
     return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-            "trainer/main.py", *args]
+            *_entry(args, paused)]
 
 
-def single(args: list[str], module: bool = False) -> list[str]:
-    entry = ["-m", "trainer.main"] if module else ["trainer/main.py"]
-    return [sys.executable, *entry, *args]
+def single(args: list[str], module: bool = False, paused: tuple[str, Path] | None = None) -> list[str]:
+    """One process. paused=("EPOCH:BATCH", marker): run through tests/paused_run.py, which stops
+    rank 0 before that batch, writes the marker and waits for a stop signal."""
+    if module:
+        return [sys.executable, "-m", "trainer.main", *args]
+    return [sys.executable, *_entry(args, paused)]
+
+
+def _entry(args: list[str], paused: tuple[str, Path] | None) -> list[str]:
+    if paused is None:
+        return ["trainer/main.py", *args]
+    at, marker = paused
+    return ["tests/paused_run.py", "--pause-at", at, "--marker", str(marker), "--", *args]
 
 
 def run(cmd: list[str], timeout: float = 240) -> str:
@@ -91,11 +101,17 @@ def history(run_dir: Path) -> list[dict]:
     return list(csv.DictReader(open(path))) if path.exists() else []
 
 
-def signal_after_first_epoch(cmd: list[str], out: Path, log: Path, sig: signal.Signals) -> str:
-    """Start a one-process run, send `sig` early in epoch 2, expect a clean exit 0; returns the log."""
+def signal_when_paused(cmd: list[str], marker: Path, log: Path, sig: signal.Signals, *,
+                       every_process: bool = False) -> subprocess.Popen:
+    """Start a paused run (see `single`), wait for its marker, send `sig` to the launched process
+    (every_process: to the launcher, its ranks and their loader workers, as SLURM does) and wait
+    for the run to end. Returns the finished process; its output is in `log`."""
     proc = start(cmd, log)
-    wait_until(lambda: len(history(out)) == 1, proc, log)
-    time.sleep(0.5)
-    proc.send_signal(sig)
-    assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
-    return log.read_text()
+    wait_until(marker.exists, proc, log)
+    for pid in [proc.pid, *descendants(proc.pid)] if every_process else [proc.pid]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:  # a short-lived helper process that has gone meanwhile
+            pass
+    proc.wait(timeout=120)
+    return proc

@@ -81,6 +81,13 @@ def print_debug_batch(say, model: torch.nn.Module, batch: tuple, image_size: int
 
 def train(cfg: TrainConfig) -> dict:
     """Run the whole training described by a validated config; returns the summary (every rank)."""
+    # Stop signals are caught from the start: one that comes during set-up stops the run at the
+    # first stop check with a checkpoint, instead of killing a process its peers wait for.
+    with StopSignal() as stop:
+        return _train(cfg, stop)
+
+
+def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
     wall_start = time.time()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
@@ -158,7 +165,7 @@ def train(cfg: TrainConfig) -> dict:
         return evaluate(model, kept, accelerator, expected_ids=[i for b in kept for i in b[2]], loss_fn=loss_fn, split=split)
 
     # --- epochs
-    with StopSignal() as stop, progress:
+    with progress:
         def stop_agreed() -> bool:  # collective: any rank signalled -> every rank stops here
             if stop.received is not None:
                 accelerator.set_trigger()
@@ -234,7 +241,8 @@ def train(cfg: TrainConfig) -> dict:
             accelerator.log({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
             say(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
             if stop_agreed():
-                say("stopped after the epoch's checkpoint; resume with --resume")
+                say(f"stopped by {stop.received.name if stop.received else 'another process'} after the epoch's "
+                    "checkpoint; resume with --resume")
                 accelerator.end_training()
                 return {"stopped": True, "epoch": epoch}
 

@@ -1,0 +1,97 @@
+"""The real trainer, paused at a chosen batch until a stop signal arrives: signal tests without timing.
+
+    python tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
+    accelerate launch ... tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
+
+Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training data source
+(the real shards.reader.train_loader, workers and all) stops before handing over batch
+BATCH (0-based) of epoch EPOCH: it writes FILE and waits until the process has received a
+stop signal (SIGTERM, SIGUSR1 or SIGINT), then goes on. A test waits for FILE, signals,
+and knows exactly where the run was: no sleep before the signal, no race with a fast box.
+The trainer's own handler still receives the signal (it is chained, not replaced). SIGKILL
+tests use the marker alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trainer.main as trainer_main  # noqa: E402  (after the path set-up above)
+from trainer.signals import STOP_SIGNALS  # noqa: E402
+
+WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
+
+
+def wait_for_stop_signal(marker: Path) -> None:
+    """Write `marker`, then block until a stop signal has gone through the trainer's handler."""
+    received = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+    def chained(signum: int, frame: object) -> None:
+        handler = previous[signal.Signals(signum)]
+        if callable(handler):
+            handler(signum, frame)
+        received.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, chained)
+    marker.write_text("paused\n")
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    # Short waits: the main thread runs Python signal handlers between them.
+    while not received.wait(0.05):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"paused_run: no stop signal within {WAIT_LIMIT_S} s after {marker}")
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+class PausedLoader:
+    """A train loader that pauses before one batch; iter() starts the real loader's workers at once,
+    so they still start where the trainer shields them from stop signals (trainer.signals)."""
+
+    def __init__(self, loader: Iterable, pause_before: int, marker: Path) -> None:
+        self.loader, self.pause_before, self.marker = loader, pause_before, marker
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        return self._batches(iter(self.loader))
+
+    def _batches(self, batches: Iterator) -> Iterator:
+        for index, batch in enumerate(batches):
+            if index == self.pause_before:
+                wait_for_stop_signal(self.marker)
+            yield batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pause-at", required=True, help="EPOCH:BATCH, 1-based epoch, 0-based batch")
+    parser.add_argument("--marker", required=True, type=Path)
+    parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    epoch, batch = (int(part) for part in args.pause_at.split(":"))
+    real_train_loader = trainer_main.train_loader
+
+    def train_loader(*a, **kw):
+        loader = real_train_loader(*a, **kw)
+        if kw["epoch"] == epoch and kw["rank"] == 0:
+            return PausedLoader(loader, batch, args.marker)
+        return loader
+
+    trainer_main.train_loader = train_loader
+    trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
+    sys.exit(trainer_main.main(trainer_args))
+
+
+if __name__ == "__main__":
+    main()
