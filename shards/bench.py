@@ -62,7 +62,7 @@ def shard_batches(shards: Path, split: str, batch_size: int, workers: int) -> It
     """(b): endless batches from the shard loader, normalized like (a)."""
     for epoch in itertools.count():
         loader = train_loader(shards, batch_size=batch_size, rank=0, world_size=1, num_workers=workers,
-                              seed=0, epoch=epoch, image_size=IMAGE_SIZE, split=split)
+                              seed=0, epoch=epoch, preset="crop_flip", image_size=IMAGE_SIZE, split=split)
         for images, states, _ in loader:
             yield normalize(images), states
 

@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - depends on the torchvision version
 
 from shards.classes import NUM_CLASSES
 from shards.manifest import load_manifest, split_entry
-from shards.transforms import eval_transform, train_transform
+from shards.presets import eval_transform, train_transform
 
 SHUFFLE_BUFFER = 512  # samples (still JPEG bytes, ~25 KB each at short side 256) per worker
 
@@ -180,8 +180,7 @@ def _worker_share(total_batches: int) -> Callable:
 
 
 def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 seed: int, epoch: int, preset: str = "crop_flip", image_size: int = 227,
-                 split: str = "train") -> DataLoader:
+                 seed: int, epoch: int, preset: str, image_size: int, split: str = "train") -> DataLoader:
     """Exactly steps_per_epoch(...) shuffled, augmented uint8 batches for this rank (see module doc)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
@@ -207,7 +206,7 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
 
 
 def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: int, world_size: int,
-                num_workers: int, image_size: int = 227) -> DataLoader:
+                num_workers: int, image_size: int) -> DataLoader:
     """This rank's part of `split` in the eval view; over all ranks every sample exactly once."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")

@@ -1,11 +1,8 @@
-"""Named transform presets (torchvision.transforms.v2) and on-device normalization.
+"""On-device normalization of the uint8 batches the loaders give (the views are in shards.presets).
 
-The loaders apply these to uint8 images and return uint8 batches; `normalize` turns a
-batch into ImageNet-normalized floats on whatever device it lives on (so a GPU does the
-float work and the host-to-device copy moves 4x fewer bytes).
-
-SPEC: evaluation view = Resize(227) then CenterCrop(227); the augmentation that helped
-the report's final network = RandomResizedCrop(227) + RandomHorizontalFlip.
+The loaders return uint8 batches; `normalize` turns one into ImageNet-normalized floats on
+whatever device it lives on, so a GPU does the float work and the host-to-device copy moves
+4x fewer bytes.
 """
 
 from __future__ import annotations
@@ -13,27 +10,8 @@ from __future__ import annotations
 import functools
 
 import torch
-from torchvision.transforms import v2
 
 from shards.classes import IMAGENET_MEAN, IMAGENET_STD
-
-TRAIN_PRESETS: tuple[str, ...] = ("none", "flip", "crop_flip")
-
-
-def eval_transform(size: int = 227) -> v2.Transform:
-    """The evaluation view: shorter side to `size`, then the central size x size crop."""
-    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-
-
-def train_transform(preset: str = "crop_flip", size: int = 227) -> v2.Transform:
-    """Train-time view by name: "none" (= eval view), "flip", "crop_flip" (the default)."""
-    if preset == "none":
-        return eval_transform(size)
-    if preset == "flip":
-        return v2.Compose([eval_transform(size), v2.RandomHorizontalFlip(0.5)])
-    if preset == "crop_flip":
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(0.5)])
-    raise ValueError(f"unknown train preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ def _devkit_states(voc_root: Path, split: str) -> dict[str, list[int]]:
 
 def _train_ids(shards_dir: Path, rank: int, epoch: int, num_workers: int = 0) -> list[list[str]]:
     loader = train_loader(shards_dir, batch_size=BATCH, rank=rank, world_size=2, num_workers=num_workers,
-                          seed=3, epoch=epoch, image_size=64)
+                          seed=3, epoch=epoch, preset="crop_flip", image_size=64)
     return [ids for _, _, ids in loader]
 
 
@@ -42,7 +42,7 @@ def test_train_loader_gives_every_rank_the_same_batch_count(voc_root: Path, shar
     for rank in (0, 1):
         # Two workers: the rank's shards (3 or 2 of 5) are dealt to them, the batches cut to `steps`.
         loader = train_loader(shards_dir, batch_size=BATCH, rank=rank, world_size=2, num_workers=2,
-                              seed=0, epoch=0, image_size=64)
+                              seed=0, epoch=0, preset="crop_flip", image_size=64)
         batches = list(loader)
         assert len(batches) == len(loader) == steps
         for images, states, ids in batches:
@@ -54,7 +54,7 @@ def test_train_loader_gives_every_rank_the_same_batch_count(voc_root: Path, shar
 def test_train_loader_covers_more_steps_than_a_rank_has_shards(shards_dir: Path) -> None:
     # One rank, batch 8 -> 3 steps from 24 samples: the worker cycles its shards as needed.
     loader = train_loader(shards_dir, batch_size=8, rank=0, world_size=1, num_workers=0, seed=0, epoch=0,
-                          image_size=32)
+                          preset="crop_flip", image_size=32)
     assert sum(1 for _ in loader) == 3
 
 
@@ -96,8 +96,10 @@ def test_eval_loader_with_more_ranks_than_shards(shards_dir: Path) -> None:
 
 def test_loaders_reject_bad_arguments(shards_dir: Path) -> None:
     with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
-        train_loader(shards_dir, batch_size=2, rank=2, world_size=2, num_workers=0, seed=0, epoch=0)
+        train_loader(shards_dir, batch_size=2, rank=2, world_size=2, num_workers=0, seed=0, epoch=0, preset="none",
+                     image_size=32)
     with pytest.raises(ValueError, match="unknown train preset 'zoom'"):
-        train_loader(shards_dir, batch_size=2, rank=0, world_size=1, num_workers=0, seed=0, epoch=0, preset="zoom")
+        train_loader(shards_dir, batch_size=2, rank=0, world_size=1, num_workers=0, seed=0, epoch=0, preset="zoom",
+                     image_size=32)
     with pytest.raises(FileNotFoundError, match="no split 'trainval'"):
-        eval_loader(shards_dir, split="trainval", batch_size=2, rank=0, world_size=1, num_workers=0)
+        eval_loader(shards_dir, split="trainval", batch_size=2, rank=0, world_size=1, num_workers=0, image_size=32)

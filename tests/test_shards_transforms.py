@@ -1,4 +1,4 @@
-"""shards.transforms: the named presets and on-device normalization."""
+"""shards.presets (the named views) and shards.transforms (on-device normalization)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from shards.classes import IMAGENET_MEAN, IMAGENET_STD
-from shards.transforms import TRAIN_PRESETS, eval_transform, normalize, train_transform
+from shards.presets import TRAIN_PRESETS, eval_transform, train_transform
+from shards.transforms import normalize
 
 
 @pytest.mark.parametrize("preset", TRAIN_PRESETS)
@@ -33,7 +34,7 @@ def test_crop_flip_is_random_and_unknown_presets_are_refused() -> None:
     views = [train_transform("crop_flip", 64)(image) for _ in range(4)]
     assert any(not torch.equal(views[0], v) for v in views[1:])
     with pytest.raises(ValueError, match="choose one of none, flip, crop_flip"):
-        train_transform("rotate")
+        train_transform("rotate", 64)
 
 
 def test_normalize_matches_imagenet_statistics() -> None:
