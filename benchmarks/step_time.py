@@ -14,21 +14,16 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from accelerate import Accelerator
 
-import torch  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-
-from models import create_model  # noqa: E402
-from shards.classes import NUM_CLASSES  # noqa: E402
-from shards.transforms import normalize  # noqa: E402
-from trainer.evaluate import logit_targets  # noqa: E402
-from trainer.loop import train_step  # noqa: E402
-from trainer.recipe import build_loss, build_optimizer, build_scheduler  # noqa: E402
+from models import create_model
+from shards.classes import NUM_CLASSES
+from shards.transforms import normalize
+from trainer.loop import train_step
+from trainer.recipe import build_loss, build_optimizer, build_scheduler, logit_targets
 
 
 def time_one(step, sync) -> float:

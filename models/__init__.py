@@ -6,7 +6,7 @@ builders are in the registry as soon as ``models`` is imported.
 
 from . import alexnet, basenet, final, resnet, vocnet  # noqa: F401  (registers the builders)
 from .describe import describe
-from .registry import create_model, list_models, register_model
+from .registry import check_model_name, create_model, list_models, register_model
 from .weights import PretrainedWeightsMissing
 
-__all__ = ["create_model", "list_models", "register_model", "describe", "PretrainedWeightsMissing"]
+__all__ = ["check_model_name", "create_model", "list_models", "register_model", "describe", "PretrainedWeightsMissing"]

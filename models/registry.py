@@ -34,12 +34,17 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(name: str, **options: Any) -> nn.Module:
-    """Build the network registered as ``name``; ``options`` go to its builder (checked first)."""
+def check_model_name(name: str) -> None:
+    """ValueError naming the closest registered name and every known one, unless ``name`` is registered."""
     if name not in _BUILDERS:
         close = difflib.get_close_matches(name, _BUILDERS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown model '{name}'; {hint}known: {', '.join(list_models())}")
+
+
+def create_model(name: str, **options: Any) -> nn.Module:
+    """Build the network registered as ``name``; ``options`` go to its builder (checked first)."""
+    check_model_name(name)
     builder = _BUILDERS[name]
     # Checked here rather than left to a TypeError, so a typo in a config key names the model.
     accepted = inspect.signature(builder).parameters

@@ -3,8 +3,8 @@
     python tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
     accelerate launch ... tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
 
-Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training data source
-(the real shards.reader.train_loader, workers and all) stops before handing over batch
+Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training batches
+(the real shards.reader.train_loader as trainer.data uses it, workers and all) stops before handing over batch
 BATCH (0-based) of epoch EPOCH: it writes FILE and waits until the process has received a
 stop signal (SIGTERM, SIGUSR1 or SIGINT), then goes on. A test waits for FILE, signals,
 and knows exactly where the run was: no sleep before the signal, no race with a fast box.
@@ -22,10 +22,9 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import trainer.main as trainer_main  # noqa: E402  (after the path set-up above)
-from trainer.signals import STOP_SIGNALS  # noqa: E402
+import trainer.data
+import trainer.main
+from trainer.signals import STOP_SIGNALS
 
 WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
 
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
-    real_train_loader = trainer_main.train_loader
+    real_train_loader = trainer.data.train_loader
 
     def train_loader(*a, **kw):
         loader = real_train_loader(*a, **kw)
@@ -88,9 +87,9 @@ def main() -> None:
             return PausedLoader(loader, batch, args.marker)
         return loader
 
-    trainer_main.train_loader = train_loader
+    trainer.data.train_loader = train_loader
     trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
-    sys.exit(trainer_main.main(trainer_args))
+    sys.exit(trainer.main.main(trainer_args))
 
 
 if __name__ == "__main__":

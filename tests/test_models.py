@@ -163,7 +163,7 @@ def test_unknown_name_lists_the_known_ones_and_the_closest() -> None:
     with pytest.raises(ValueError) as err:
         create_model("resnet19")
     message = str(err.value)
-    assert "'resnet19'" in message and "Did you mean 'resnet18'" in message
+    assert "'resnet19'" in message and "did you mean 'resnet18'" in message
     assert all(name in message for name in list_models())
 
 

@@ -133,5 +133,5 @@ def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):
     assert "stopped by SIGTERM" in text, text[-4000:]
     assert "[rank" not in text, f"a rank failed instead of stopping:\n{text[-4000:]}"  # rank tracebacks
     directory, state = latest_checkpoint(out)
-    assert (directory.name, state.partial_batches) == (f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}", 2 * STOP_CHECK_UPDATES)
+    assert (directory.name, state.step_in_epoch) == (f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}", STOP_CHECK_UPDATES)
     assert not (out / "summary.json").exists()

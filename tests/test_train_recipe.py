@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from shards.classes import CLASSES
-from trainer.evaluate import logit_targets
-from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
+from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler, logit_targets
 
 
 def test_bce_equals_the_reference_soft_margin_loss():

@@ -25,7 +25,6 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(sha
     directory, state = latest_checkpoint(out)
     stopped_at = STOP_CHECK_UPDATES * 2
     assert (state.epoch, state.step_in_epoch, directory.name) == (1, stopped_at, f"epoch_0002_step_{stopped_at:05d}")
-    assert state.partial_batches == stopped_at
     assert not (out / "summary.json").exists()
 
     output = run(single([*args, "--resume"]))

@@ -44,10 +44,10 @@ class RunState:
 
     epoch: int = 0  # epochs fully done
     step_in_epoch: int = 0  # batches of epoch `epoch + 1` already trained on (0 at an epoch end)
+    # The partial epoch's batch and image counts follow from step_in_epoch (train batches are
+    # full and every process trains the same number): only sums that cannot be derived are kept.
     partial_loss_sum: float = 0.0  # sum over processes of their per-batch losses in that partial epoch
-    partial_batches: int = 0  # number of (process, batch) losses in partial_loss_sum
-    partial_images: int = 0  # training images of all processes in the partial epoch
-    partial_seconds: float = 0.0  # wall seconds already spent on the partial epoch
+    partial_seconds: float = 0.0  # wall seconds of training already spent on the partial epoch
     best_val_map: float | None = None
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # history.csv rows of the finished epochs
@@ -62,10 +62,15 @@ class RunState:
         return f"epoch_{self.epoch + 1:04d}_step_{self.step_in_epoch:05d}"
 
 
+# Written by earlier versions and derivable from step_in_epoch: read and dropped, so their checkpoints still resume.
+_DERIVED_KEYS = ("partial_batches", "partial_images")
+
+
 def _read_state(directory: Path) -> RunState | None:
     try:
-        return RunState(**json.loads((directory / STATE_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
+        record = json.loads((directory / STATE_FILE).read_text())
+        return RunState(**{k: v for k, v in record.items() if k not in _DERIVED_KEYS})
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 

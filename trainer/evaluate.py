@@ -24,9 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 
-from shards.classes import NUM_CLASSES, NUM_LOGITS
+from shards.classes import NUM_CLASSES
 from shards.transforms import normalize
+from trainer.data import ShardStream
 from trainer.metrics import average_precisions
+from trainer.recipe import logit_targets
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -40,14 +42,6 @@ class EvalResult:
     states: np.ndarray  # int8 [N, 20]: devkit labels 1 / 0 (difficult only) / -1
     loss: float | None  # mean loss per image over the split; None without loss_fn
     metrics: dict  # trainer.metrics.average_precisions(states, scores)
-
-
-def logit_targets(states: torch.Tensor) -> torch.Tensor:
-    """[B, 21] float targets from devkit states: background column 0 is never positive,
-    class c is positive where its state is 1 (difficult-only counts negative, per SPEC)."""
-    targets = torch.zeros(states.shape[0], NUM_LOGITS, dtype=torch.float32, device=states.device)
-    targets[:, 1:] = (states == 1).float()
-    return targets
 
 
 def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:
@@ -143,3 +137,10 @@ def evaluate(
         loss=loss,
         metrics=average_precisions(states[order], scores[order]),
     )
+
+
+def evaluate_split(model: nn.Module, data: ShardStream, split: str, accelerator: Accelerator,
+                   loss_fn: LossFn | None = None) -> EvalResult:
+    """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
+    batches, expected_ids = data.eval(split)
+    return evaluate(model, batches, accelerator, expected_ids=expected_ids, loss_fn=loss_fn, split=split)

@@ -1,15 +1,18 @@
-"""The training step and the epoch loop: plain functions with explicit arguments.
+"""The training step, and an epoch as a stream of optimizer updates.
 
 Distribution, mixed precision and gradient accumulation all come from the Accelerator:
 the prepared model runs under autocast and syncs gradients (DDP); `accumulate` skips the
 all-reduce and the optimizer step until the accumulation window closes; `backward` scales
 the loss (fp16 grad scaler, 1/grad_accum).
+
+`train_updates` yields after every optimizer update and leaves every decision (progress,
+stop, checkpoint) to the loop in trainer/main.py, nanoGPT style: no callbacks.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +20,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from shards.transforms import normalize
-from trainer.evaluate import logit_targets
+from trainer.recipe import logit_targets
 
 
 def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, optimizer: torch.optim.Optimizer,
@@ -45,47 +48,30 @@ def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, 
 
 
 @dataclass
-class EpochResult:
-    """This process's share of one (possibly partial) pass over the batches."""
+class EpochSoFar:
+    """This process's running totals over the batches it trained in this epoch, since it (re)started."""
 
-    loss_sum: torch.Tensor  # sum of per-batch mean losses, on the device
-    batches: int
-    images: int
-    seconds: float
-    stopped: bool  # True when `after_update` asked to stop before the batches ran out
+    batch: int  # batches of the epoch done, counting those trained before a mid-epoch resume
+    loss_sum: torch.Tensor  # sum of this process's per-batch mean losses, on the device (no host sync)
+    seconds: float  # wall seconds of training
 
 
-# after_update(batches_done_in_epoch, result_so_far) -> True to stop here. Called on every rank
-# after every optimizer update, so it may run collectives (checkpoint, stop-signal agreement).
-AfterUpdate = Callable[[int, EpochResult], bool]
-# on_batch(batches_done_in_epoch, result_so_far): progress display; must not run collectives.
-OnBatch = Callable[[int, EpochResult], None]
+def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
+                  scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
+                  first_batch: int = 0, channels_last: bool = False) -> Iterator[EpochSoFar]:
+    """Train on `batches` (this rank's (images, states, ids)); yield after every optimizer update.
 
-
-def train_one_epoch(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
-                    first_batch: int = 0, channels_last: bool = False, after_update: AfterUpdate | None = None,
-                    on_batch: OnBatch | None = None) -> EpochResult:
-    """Train on `batches` (this rank's (images, states, ids) triples).
-
-    first_batch: how many batches of this epoch were trained before (mid-epoch resume); the
-    caller has already skipped them in `batches`, this only keeps the batch count absolute.
+    Every rank yields at the same updates, so the caller may run collectives (stop agreement,
+    checkpoint) between them. first_batch: batches of this epoch trained before a resume; the
+    caller has already skipped them in `batches`, this only keeps the count absolute.
     """
     model.train()
-    result = EpochResult(torch.zeros((), device=accelerator.device), 0, 0, 0.0, False)
+    so_far = EpochSoFar(first_batch, torch.zeros((), device=accelerator.device), 0.0)
     start = time.perf_counter()
     for images, states, _ids in batches:
-        loss = train_step(model, images, states, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-                          accelerator=accelerator, channels_last=channels_last)
-        result.loss_sum += loss
-        result.batches += 1
-        result.images += images.shape[0]
-        result.seconds = time.perf_counter() - start
-        done = first_batch + result.batches
-        if on_batch is not None:
-            on_batch(done, result)
-        if accelerator.sync_gradients and after_update is not None and after_update(done, result):
-            result.stopped = True
-            break
-    result.seconds = time.perf_counter() - start
-    return result
+        so_far.loss_sum += train_step(model, images, states, optimizer=optimizer, scheduler=scheduler,
+                                      loss_fn=loss_fn, accelerator=accelerator, channels_last=channels_last)
+        so_far.batch += 1
+        so_far.seconds = time.perf_counter() - start
+        if accelerator.sync_gradients:
+            yield so_far

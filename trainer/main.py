@@ -1,47 +1,42 @@
 """Train, evaluate and report: `accelerate launch trainer/main.py --shards DIR --model NAME --out RUN`.
 
-Also runs as `python trainer/main.py ...` or `python -m trainer.main ...` (one process). The
-script reads like nanoGPT's: set up, resume, then per epoch train -> evaluate -> keep best ->
-checkpoint -> history row; at the end test with the final (and best) model and write the
-reports. All distribution goes through the Accelerator; the webdataset loaders are NOT passed
-to `prepare` (they split the shards by rank themselves, see docs/NOTES.md) but get the rank and
-world size from it.
+Also runs as `python trainer/main.py ...`, `python -m trainer.main ...` or `voc-train ...` (one
+process). `train` reads top to bottom like nanoGPT's train.py: set up, resume, then per epoch
+train (the loop sees every optimizer update and decides about progress, stops and
+checkpoints) -> evaluate -> keep best -> checkpoint -> history row; at the end test with the
+final (and best) model and write the outputs. All distribution goes through the Accelerator;
+the data source gets the rank and world size from it (trainer/data.py).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
-from itertools import islice
 from pathlib import Path
-
-if __package__ in (None, ""):  # `python trainer/main.py` / `accelerate launch trainer/main.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from models import create_model, describe
-from shards.manifest import load_manifest
-from shards.reader import eval_loader, steps_per_epoch, train_loader
 from shards.transforms import normalize
-from trainer import checkpoint, history
+from trainer import checkpoint, outputs
 from trainer.checkpoint import RunState
-from trainer.config import RUN_CONFIG, ConfigError, TrainConfig, as_dict, parse_config
-from trainer.evaluate import evaluate
-from trainer.finish import finish
-from trainer.loop import EpochResult, train_one_epoch
+from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
+from trainer.config_yaml import read_run_record
+from trainer.data import ShardStream
+from trainer.evaluate import evaluate_split
+from trainer.final_eval import test_and_write_outputs
+from trainer.loop import EpochSoFar, train_updates
 from trainer.progress import TrainProgress
-from trainer.provenance import read_run_config, write_run_config
+from trainer.provenance import write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
-from trainer.signals import StopSignal, start_workers
+from trainer.signals import StopSignal
 
-DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
-PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each reads the loss: a host sync)
+PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -67,8 +62,9 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     return model.train()
 
 
-def print_debug_batch(say, model: torch.nn.Module, batch: tuple, image_size: int, device: torch.device) -> None:
-    images, states, ids = batch
+def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: ShardStream, image_size: int, device: torch.device) -> None:
+    """--debug: the layer table, then one batch (the train split's first, in the eval view: no RNG drawn)."""
+    images, states, ids = next(iter(data.eval("train")[0]))
     say(describe(model, image_size=image_size))
     x = normalize(images.to(device))
     say(f"batch: images {tuple(images.shape)} {images.dtype} [{int(images.min())}, {int(images.max())}] -> "
@@ -77,6 +73,33 @@ def print_debug_batch(say, model: torch.nn.Module, batch: tuple, image_size: int
     with torch.no_grad():
         logits = model(x)
     say(f"logits {tuple(logits.shape)} [{logits.min():.3f}, {logits.max():.3f}]")
+
+
+def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerator) -> RunState:
+    """The run state after `so_far.batch` batches of the next epoch (collective: sums the loss over ranks).
+    `state` is the epoch's start, which a resumed epoch's partial sums are already part of."""
+    loss_sum = accelerator.reduce(so_far.loss_sum.detach().clone(), "sum").item()
+    return replace(state, step_in_epoch=so_far.batch, partial_loss_sum=state.partial_loss_sum + loss_sum,
+                   partial_seconds=state.partial_seconds + so_far.seconds)
+
+
+def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..., None]) -> RunState:
+    """A fresh RunState, or the newest complete checkpoint loaded (--resume); then the run's
+    config.yaml and its history.csv with exactly the epochs that state holds."""
+    run_dir, state, resumed_from = Path(cfg.out), RunState(), None
+    found = checkpoint.latest_checkpoint(run_dir) if cfg.resume else None
+    if cfg.resume and found is None:
+        say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting fresh")
+    if found is not None:
+        resumed_from = str(found[0])
+        state = checkpoint.load_checkpoint(accelerator, found[0])
+        say(f"resumed from {found[0]} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(run_dir, as_dict(cfg), world_size=accelerator.num_processes, device=str(accelerator.device),
+                         resumed_from=resumed_from)
+        outputs.write_history(run_dir / "history.csv", state.history)
+    return state
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -94,138 +117,85 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
         log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=cfg.out,
         step_scheduler_with_optimizer=False,  # we step it once per real update: see recipe.build_scheduler
     )
-    if cfg.debug and accelerator.num_processes > 1:
+    run_dir, world = Path(cfg.out), accelerator.num_processes
+    if cfg.debug and world > 1:
         raise ConfigError("--debug runs one process: start it with `python trainer/main.py --debug ...`")
-    trained_with = read_run_config(Path(cfg.out) / RUN_CONFIG).get("world_size") if cfg.resume else None
-    if trained_with not in (None, accelerator.num_processes):  # each process restores its own RNG file and data split
+    trained_with = read_run_record(run_dir).get("world_size") if cfg.resume else None
+    if trained_with not in (None, world):  # each process restores its own RNG file and data split
         raise ConfigError(f"--resume: {cfg.out} was trained with {trained_with} process(es); resume it with "
-                          f"{trained_with}, not {accelerator.num_processes}")
+                          f"{trained_with}, not {world}")
     torch.autograd.set_detect_anomaly(cfg.debug)
     set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    run_dir, world = Path(cfg.out), accelerator.num_processes
     progress = TrainProgress(enabled=accelerator.is_main_process)
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
-    say = partial(progress.console.print, soft_wrap=True) if accelerator.is_main_process else (lambda *a, **k: None)
-    manifest = load_manifest(cfg.shards)
-    split_ids = {split: manifest["splits"][split]["ids"] for split in ("train", "val", "test")}
+    say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
+    data = ShardStream(cfg, rank=accelerator.process_index, world_size=world)
 
-    # --- model, loss, optimizer, schedule
+    # --- model, loss, optimizer, schedule (counted in optimizer updates)
     with accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
         model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_split = manifest["splits"]["train"]
-    pos_weight = auto_pos_weight(train_split["positives"], train_split["count"]) if cfg.pos_weight == "auto" else None
-    loss_fn = build_loss(cfg.loss, pos_weight).to(accelerator.device)
+    positives, count = data.train_positives()
+    loss_fn = build_loss(cfg.loss, auto_pos_weight(positives, count) if cfg.pos_weight == "auto" else None)
+    loss_fn = loss_fn.to(accelerator.device)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # Batches per epoch per rank, cut to whole accumulation windows (an unfinished window would
-    # leak its gradients into the next epoch and is not in any checkpoint).
-    batches = steps_per_epoch(cfg.shards, batch_size=cfg.batch_size, world_size=world)
-    batches = min(batches, DEBUG_BATCHES) if cfg.debug else batches
-    if batches < cfg.grad_accum:
-        raise ConfigError(f"--grad-accum {cfg.grad_accum}: an epoch has only {batches} batches per process")
-    batches -= batches % cfg.grad_accum
-    updates_per_epoch = batches // cfg.grad_accum
+    updates_per_epoch = data.batches // cfg.grad_accum
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=updates_per_epoch * cfg.epochs,
                                 warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- fresh start or resume
-    state, resumed_from = RunState(), None
-    if cfg.resume:
-        found = checkpoint.latest_checkpoint(run_dir)
-        if found is None:
-            say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting fresh")
-        else:
-            resumed_from = str(found[0])
-            state = checkpoint.load_checkpoint(accelerator, found[0])
-            say(f"resumed from {found[0]} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir / RUN_CONFIG, as_dict(cfg), world_size=world, device=str(accelerator.device),
-                         resumed_from=resumed_from)
-        history.rewrite(run_dir / "history.csv", state.history)  # exactly the epochs the checkpoint holds
+    state = start_or_resume(cfg, accelerator, say)
     if cfg.log_with != "none":
         accelerator.init_trackers("voc-trainer", config={k: str(v) if v is None else v for k, v in as_dict(cfg).items()})
-    say(f"{cfg.model}: {world} process(es) on {accelerator.device}, {batches} batches of {cfg.batch_size} per "
+    say(f"{cfg.model}: {world} process(es) on {accelerator.device}, {data.batches} batches of {cfg.batch_size} per "
         f"process per epoch, mixed precision {cfg.mixed_precision}, output in {run_dir}")
+    if cfg.debug:
+        print_debug_batch(say, accelerator.unwrap_model(model), data, cfg.image_size, accelerator.device)
 
-    def loader(split: str, epoch: int | None = None):
-        """This rank's batches, workers started (shielded from stop signals: trainer/signals.py)."""
-        common = dict(batch_size=cfg.batch_size, rank=accelerator.process_index, world_size=world,
-                      num_workers=0 if cfg.debug else cfg.workers, image_size=cfg.image_size)
-        if epoch is not None:
-            return start_workers(train_loader(cfg.shards, seed=cfg.seed, epoch=epoch, preset=cfg.augment, **common))
-        return start_workers(eval_loader(cfg.shards, split=split, **common))
-
-    def run_eval(split: str):
-        if not cfg.debug:
-            return evaluate(model, loader(split), accelerator, expected_ids=split_ids[split], loss_fn=loss_fn, split=split)
-        kept = list(islice(loader(split), DEBUG_BATCHES))
-        return evaluate(model, kept, accelerator, expected_ids=[i for b in kept for i in b[2]], loss_fn=loss_fn, split=split)
-
-    # --- epochs
     with progress:
-        def stop_agreed() -> bool:  # collective: any rank signalled -> every rank stops here
-            if stop.received is not None:
-                accelerator.set_trigger()
-            return accelerator.check_trigger()
-
-        def save_partial(done: int, result: EpochResult, epoch_start: float) -> None:
-            # Per-rank partial sums become global ones; a resumed epoch adds its own to these.
-            loss_sum = accelerator.reduce(result.loss_sum.detach().clone(), "sum").item()
-            part = replace(state, step_in_epoch=done, partial_loss_sum=state.partial_loss_sum + loss_sum,
-                           partial_batches=state.partial_batches + result.batches * world,
-                           partial_images=state.partial_images + result.images * world,
-                           partial_seconds=state.partial_seconds + time.time() - epoch_start)
-            path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
-            say(f"checkpoint {path}")
-
-        first_epoch = state.epoch + 1
-        for epoch in range(first_epoch, cfg.epochs + 1):
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            # --- train: this rank's batches; a mid-epoch checkpoint's batches are skipped
             epoch_start, skip = time.time(), state.step_in_epoch
-            data = islice(loader("train", epoch), skip, batches)  # order = f(seed, epoch, rank): skip what was trained
-            if cfg.debug:
-                data = list(data)
-            if cfg.debug and epoch == first_epoch:
-                print_debug_batch(say, accelerator.unwrap_model(model), data[0], cfg.image_size, accelerator.device)
-            progress.start_epoch(epoch, cfg.epochs, batches, skip)
             epoch_lr = scheduler.get_last_lr()[0]  # the rate the epoch starts with (cosine moves it every update)
-
-            def after_update(done: int, result: EpochResult) -> bool:
-                update = done // cfg.grad_accum  # updates done in this epoch, the same on every rank
+            progress.start_epoch(epoch, cfg.epochs, data.batches, skip)
+            so_far, stopped = None, False
+            for so_far in train_updates(model, data.train(epoch, skip), optimizer=optimizer, scheduler=scheduler,
+                                        loss_fn=loss_fn, accelerator=accelerator, first_batch=skip,
+                                        channels_last=cfg.channels_last):
+                update = so_far.batch // cfg.grad_accum  # updates done in this epoch, the same on every rank
+                if progress.live and (update % PROGRESS_EVERY == 0 or so_far.batch == data.batches):
+                    images_per_s = (so_far.batch - skip) * cfg.batch_size * world / max(so_far.seconds, 1e-9)
+                    progress.update(so_far.batch, so_far.loss_sum.item() / (so_far.batch - skip), images_per_s)
                 # The stop agreement is a collective with a host sync: every few updates, not every one.
-                if update % STOP_CHECK_UPDATES == 0 and stop_agreed():
-                    save_partial(done, result, epoch_start)
-                    say(f"stopped by {stop.received.name if stop.received else 'another process'}; "
-                        "resume with --resume")
-                    return True
-                periodic = cfg.checkpoint_every_steps and ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
-                if periodic and done < batches:  # the epoch-end checkpoint covers the last update
-                    save_partial(done, result, epoch_start)
-                return False
-
-            def on_batch(done: int, result: EpochResult) -> None:
-                if progress.live and (done % PROGRESS_EVERY == 0 or done == batches):  # .item() syncs the device
-                    progress.update(done, result.loss_sum.item() / result.batches, result.images * world / result.seconds)
-
-            result = train_one_epoch(model, data, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-                                     accelerator=accelerator, first_batch=skip, channels_last=cfg.channels_last,
-                                     after_update=after_update, on_batch=on_batch)
-            if result.stopped:
+                stopped = update % STOP_CHECK_UPDATES == 0 and stop.agreed(accelerator)
+                periodic = bool(cfg.checkpoint_every_steps) and \
+                    ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
+                if stopped or (periodic and so_far.batch < data.batches):  # the epoch's end has its own
+                    path = checkpoint.save_checkpoint(accelerator, run_dir, mid_epoch_state(state, so_far, accelerator),
+                                                      keep=cfg.keep_checkpoints)
+                    say(f"checkpoint {path}")
+                if stopped:
+                    break
+            if stopped:
+                say(f"stopped by {stop.name()}; resume with --resume")
                 accelerator.end_training()
                 return {"stopped": True, "epoch": epoch}
+            if so_far is None or so_far.batch != data.batches:
+                raise RuntimeError(f"epoch {epoch}: the train loader gave {0 if so_far is None else so_far.batch} of "
+                                   f"{data.batches} batches on process {accelerator.process_index}")
 
-            # Mean train loss over every batch of every rank (including any before a resume).
-            loss_sum = accelerator.reduce(result.loss_sum.detach().clone(), "sum").item() + state.partial_loss_sum
-            train_loss = loss_sum / (result.batches * world + state.partial_batches)
-            images = result.images * world + state.partial_images
-            train_seconds = result.seconds + state.partial_seconds
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_map": None, "train_map": None,
-                   "lr": epoch_lr, "images_per_s": images / max(train_seconds, 1e-9)}
+            # Mean train loss over every batch of every rank (those before a resume included).
+            trained = mid_epoch_state(state, so_far, accelerator)
+            row = {"epoch": epoch, "train_loss": trained.partial_loss_sum / (data.batches * world), "val_loss": None,
+                   "val_map": None, "train_map": None, "lr": epoch_lr,
+                   "images_per_s": data.batches * cfg.batch_size * world / max(trained.partial_seconds, 1e-9)}
 
+            # --- evaluate at epoch 1, every --test-frequency epochs and the last; keep the best
             if epoch == 1 or epoch % cfg.test_frequency == 0 or epoch == cfg.epochs:
-                val, train_eval = run_eval("val"), run_eval("train")
+                val = evaluate_split(model, data, "val", accelerator, loss_fn)
+                train_eval = evaluate_split(model, data, "train", accelerator, loss_fn)
                 row.update(val_loss=val.loss, val_map=val.metrics["map"], train_map=train_eval.metrics["map"])
                 if val.metrics["map"] is not None and (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
                     # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
@@ -233,21 +203,21 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
                     state.best_val_map, state.best_epoch = val.metrics["map"], epoch
             row["seconds"] = time.time() - epoch_start + state.partial_seconds
 
+            # --- checkpoint, then the history row (only now that its checkpoint exists)
             state = RunState(epoch=epoch, best_val_map=state.best_val_map, best_epoch=state.best_epoch,
                              history=[*state.history, row])
             checkpoint.save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
             if accelerator.is_main_process:
-                history.rewrite(run_dir / "history.csv", state.history)  # only now that its checkpoint exists
+                outputs.write_history(run_dir / "history.csv", state.history)
             accelerator.log({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
             say(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
-            if stop_agreed():
-                say(f"stopped by {stop.received.name if stop.received else 'another process'} after the epoch's "
-                    "checkpoint; resume with --resume")
+            if stop.agreed(accelerator):
+                say(f"stopped by {stop.name()} after the epoch's checkpoint; resume with --resume")
                 accelerator.end_training()
                 return {"stopped": True, "epoch": epoch}
 
-    summary = finish(cfg, accelerator, model, state, run_eval=run_eval, say=say, console=progress.console,
-                     wall_seconds=time.time() - wall_start)
+    summary = test_and_write_outputs(cfg, accelerator, model, state, data=data, loss_fn=loss_fn, say=say,
+                                     console=progress.console, wall_seconds=time.time() - wall_start)
     accelerator.end_training()
     return summary
 

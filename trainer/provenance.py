@@ -13,6 +13,7 @@ import yaml
 from trainer.atomic import atomic_write_text
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+RUN_CONFIG = "config.yaml"  # RUN/config.yaml: {settings: {...}, world_size, device, resumed_from, git, versions}
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
 
 
@@ -37,9 +38,9 @@ def versions() -> dict:
     return found
 
 
-def write_run_config(path: str | os.PathLike, settings: dict, *, world_size: int, device: str,
+def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
                      resumed_from: str | None) -> None:
-    """Write config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance."""
+    """Write RUN/config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance."""
     record = {
         "settings": settings,
         "world_size": world_size,
@@ -48,12 +49,5 @@ def write_run_config(path: str | os.PathLike, settings: dict, *, world_size: int
         "git": git_state(),
         "versions": versions(),
     }
-    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+    atomic_write_text(Path(run_dir) / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
 
-
-def read_run_config(path: str | os.PathLike) -> dict:
-    """config.yaml of an existing run as a dict ({} when there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}

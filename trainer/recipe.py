@@ -11,11 +11,19 @@ import math
 import torch
 from torch import nn
 
-from shards.classes import CLASSES
+from shards.classes import CLASSES, NUM_LOGITS
+
+
+def logit_targets(states: torch.Tensor) -> torch.Tensor:
+    """[B, 21] float targets from devkit states [B, 20]: background column 0 is never positive,
+    class c is positive where its state is 1 (difficult-only counts negative, per SPEC)."""
+    targets = torch.zeros(states.shape[0], NUM_LOGITS, dtype=torch.float32, device=states.device)
+    targets[:, 1:] = (states == 1).float()
+    return targets
 
 
 def build_loss(kind: str = "multilabel_soft_margin", pos_weight: torch.Tensor | None = None) -> nn.Module:
-    """Loss on (logits [B,21], float targets [B,21]) as trainer.evaluate.logit_targets builds them.
+    """Loss on (logits [B,21], float targets [B,21]) as logit_targets builds them.
 
     ``multilabel_soft_margin`` is the reference loss. ``bce`` is numerically the same loss
     (mean of per-logit binary cross-entropy) but accepts per-class positive weights.

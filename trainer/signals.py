@@ -20,6 +20,8 @@ import signal
 from collections.abc import Iterable, Iterator
 from types import FrameType
 
+from accelerate import Accelerator
+
 # SIGINT too: Ctrl-C in a terminal reaches every process of the launch; a second Ctrl-C aborts.
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -45,6 +47,16 @@ class StopSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        """Collective: True on every rank when any rank has received a stop signal."""
+        if self.received is not None:
+            accelerator.set_trigger()
+        return accelerator.check_trigger()
+
+    def name(self) -> str:
+        """Which signal stopped this process ('another process' when a peer received it)."""
+        return self.received.name if self.received is not None else "another process"
 
 
 def start_workers(loader: Iterable, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator:

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from shards.classes import CLASSES, NUM_CLASSES
 from trainer.metrics import average_precisions
-from trainer.report import ap_table, plot_history, write_per_class_ap, write_submission, write_summary
+from trainer.outputs import ap_table, write_per_class_ap, write_submission, write_summary
+from trainer.plots import plot_history
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

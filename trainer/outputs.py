@@ -1,8 +1,9 @@
-"""What a run leaves for its user: submission.csv, per_class_ap.csv, loss.png, map.png,
-summary.json, and the per-class AP table printed at the end.
+"""A run's result files: history.csv, submission.csv, per_class_ap.csv, summary.json, and the
+per-class AP table printed at the end (the plots are in trainer.plots).
 
 Every file is written to a temporary name in the same directory and then renamed, so a
-run killed while writing never leaves a half-written file under the final name.
+run killed while writing never leaves a half-written file under the final name. Every CSV
+goes through one writer (`csv_text`: LF line ends).
 """
 
 from __future__ import annotations
@@ -10,27 +11,38 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
 from shards.classes import CLASSES, NUM_CLASSES
-from trainer.atomic import atomic_write, atomic_write_text
+from trainer.atomic import atomic_write_text
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+# seconds: wall time of the epoch (training + evaluation); images_per_s: training images of all
+# processes per second of training. Evaluation columns are empty at epochs without evaluation.
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_map", "train_map", "lr", "seconds",
+                                    "images_per_s")
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def write_history(path: str | os.PathLike, rows: Sequence[Mapping]) -> Path:
+    """history.csv: exactly these rows (one per finished epoch). The trainer rewrites it from the
+    run state only after that state's checkpoint is on disk, so a run killed at any moment and
+    resumed lists every epoch exactly once."""
+    cells = [["" if row.get(col) is None else row[col] for col in HISTORY_COLUMNS] for row in rows]
+    return atomic_write_text(path, csv_text(HISTORY_COLUMNS, cells))
 
 
 def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray) -> Path:
@@ -56,7 +68,7 @@ def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.nda
         raise ValueError(f"{path}: scores must be probabilities in [0, 1] (apply sigmoid to the logits)")
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     rows = [[ids[i], *(format(float(s), ".9g") for s in scores[i])] for i in order]
-    return atomic_write_text(path, _csv_text(["id", *CLASSES], rows))
+    return atomic_write_text(path, csv_text(["id", *CLASSES], rows))
 
 
 def _number(value: float | None, digits: int = 6) -> str:
@@ -71,7 +83,7 @@ def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
         [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c])]
         for c, name in enumerate(CLASSES)
     ]
-    return atomic_write_text(path, _csv_text(["class", "positives", "ap", "ap_voc07"], rows))
+    return atomic_write_text(path, csv_text(["class", "positives", "ap", "ap_voc07"], rows))
 
 
 def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
@@ -92,52 +104,6 @@ def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
     table.add_row(f"[bold]mAP[/bold]{missing}", "", _number(metrics["map"], 4) or "-",
                   _number(metrics["map_voc07"], 4) or "-")
     return table
-
-
-def _series(rows: Sequence[Mapping], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of the rows where key holds a number. history.csv leaves a cell
-    empty at epochs without evaluation; rows read back from it hold strings."""
-    epochs, values = [], []
-    for row in rows:
-        value = row.get(key)
-        if value is None or value == "":
-            continue
-        value = float(value)
-        if not math.isnan(value):
-            epochs.append(float(row["epoch"]))
-            values.append(value)
-    return epochs, values
-
-
-def _save_plot(path: Path, ylabel: str, title: str, curves: list[tuple[str, str]],
-               rows: Sequence[Mapping]) -> Path:
-    # Figure without pyplot: no global backend or figure registry, nothing to close.
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.subplots()
-    for key, label in curves:
-        epochs, values = _series(rows, key)
-        if values:
-            ax.plot(epochs, values, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, never 2.5
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-def plot_history(history_rows: Sequence[Mapping], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """loss.png (train loss every epoch, val loss where evaluated) and map.png (train and
-    val mAP at evaluated epochs) from history rows with keys epoch, train_loss, val_loss,
-    train_map, val_map (numbers, or None/"" where not evaluated)."""
-    out_dir = Path(out_dir)
-    loss = _save_plot(out_dir / "loss.png", "loss per image", "Loss",
-                      [("train_loss", "train"), ("val_loss", "val")], history_rows)
-    mean_ap = _save_plot(out_dir / "map.png", "mAP (sklearn AP, mean over classes)", "mAP",
-                         [("train_map", "train"), ("val_map", "val")], history_rows)
-    return loss, mean_ap
 
 
 def _json_default(value: object) -> object:

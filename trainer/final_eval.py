@@ -1,4 +1,4 @@
-"""End of a run: test with the final model (and the best-val one if it differs), write the reports.
+"""End of a run: test with the final model (and the best-val one if it differs), write the outputs.
 
 The test split is scored with the final weights first; then, when the best-val-mAP epoch is
 not the last one, best/model.safetensors is loaded and the test split scored again.
@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from accelerate import Accelerator
 from rich.console import Console
 from torch import nn
 
 from shards.classes import CLASSES
-from trainer import checkpoint, report
+from trainer import checkpoint, outputs, plots
 from trainer.checkpoint import RunState
 from trainer.config import TrainConfig
-from trainer.evaluate import EvalResult
+from trainer.data import ShardStream
+from trainer.evaluate import EvalResult, evaluate_split
 
 
 def _best_is_usable(run_dir: Path, state: RunState, say: Callable) -> bool:
@@ -44,16 +47,17 @@ def _test_block(result: EvalResult) -> dict:
             "test_loss": result.loss, "missing_classes": result.metrics["missing"]}
 
 
-def finish(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: RunState, *,
-           run_eval: Callable[[str], EvalResult], say: Callable, console: Console, wall_seconds: float) -> dict:
-    """Collective (every rank evaluates its share); only the main process writes files."""
+def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: RunState, *,
+                           data: ShardStream, loss_fn: torch.nn.Module, say: Callable, console: Console,
+                           wall_seconds: float) -> dict:
+    """Collective (every rank evaluates its share); only the main process writes files. Returns the summary."""
     run_dir = Path(cfg.out)
     start = time.time()
-    final = run_eval("test")
+    final = evaluate_split(model, data, "test", accelerator, loss_fn)
     best = None
     if _best_is_usable(run_dir, state, say):
         checkpoint.load_best(accelerator, model, run_dir)
-        best = run_eval("test")
+        best = evaluate_split(model, data, "test", accelerator, loss_fn)
     used_name = "best" if cfg.test_with == "best" and best is not None else "final"
     if cfg.test_with == "best" and best is None:
         say("--test-with best: the best-val model is the final one (or unknown); using the final model")
@@ -83,11 +87,11 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: 
                   "test_map_voc07: 11-point interpolated, difficult-only images ignored",
     }
     if accelerator.is_main_process:
-        report.write_submission(run_dir / "submission.csv", used.ids, used.scores)
-        report.write_per_class_ap(run_dir / "per_class_ap.csv", used.metrics)
-        report.plot_history(history, run_dir)
-        report.write_summary(run_dir / "summary.json", summary)
-        console.print(report.ap_table(used.metrics, title=f"Test AP, {used_name} model ({cfg.model})"))
+        outputs.write_submission(run_dir / "submission.csv", used.ids, used.scores)
+        outputs.write_per_class_ap(run_dir / "per_class_ap.csv", used.metrics)
+        plots.plot_history(history, run_dir)
+        outputs.write_summary(run_dir / "summary.json", summary)
+        console.print(outputs.ap_table(used.metrics, title=f"Test AP, {used_name} model ({cfg.model})"))
         if best is not None:
             other = final if used is best else best
             say(f"test mAP of the {'final' if used is best else 'best-val'} model: {other.metrics['map']:.4f}")

@@ -1,0 +1,61 @@
+"""What the loop and evaluation read: this process's batches of the streaming shard loaders.
+
+`ShardStream` is the training loop's one data argument: `batches` per epoch, `train(epoch,
+skip)` and `eval(split)`. A data source that keeps the splits on the device can stand in
+for it with the same three members. The loaders get the rank and world size from the
+Accelerator and stay out of `accelerator.prepare`, which would split them a second time
+(docs/NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
+from shards.manifest import load_manifest
+from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
+from trainer.config import ConfigError, TrainConfig
+from trainer.signals import start_workers
+
+DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
+
+
+class ShardStream:
+    """The shard loaders of one process, cut to what --debug and --grad-accum allow."""
+
+    def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        splits = load_manifest(cfg.shards)["splits"]
+        self.split_ids = {split: splits[split]["ids"] for split in ("train", "val", "test")}
+        self._train_split = splits["train"]
+        batches = steps_per_epoch(cfg.shards, batch_size=cfg.batch_size, world_size=world_size)
+        batches = min(batches, DEBUG_BATCHES) if cfg.debug else batches
+        if batches < cfg.grad_accum:
+            raise ConfigError(f"--grad-accum {cfg.grad_accum}: an epoch has only {batches} batches per process")
+        # Whole accumulation windows only: an unfinished one would leak its gradients into the
+        # next epoch and is in no checkpoint.
+        self.batches = batches - batches % cfg.grad_accum
+
+    def train_positives(self) -> tuple[dict[str, int], int]:
+        """(images with each class, images) of the train split, for --pos-weight auto."""
+        return self._train_split["positives"], self._train_split["count"]
+
+    def _common(self) -> dict:
+        return dict(batch_size=self.cfg.batch_size, rank=self.rank, world_size=self.world_size,
+                    num_workers=0 if self.cfg.debug else self.cfg.workers, image_size=self.cfg.image_size)
+
+    def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch` after the first `skip`; the order is a function of
+        (seed, epoch, rank), so after a mid-epoch resume the skipped ones are those trained on."""
+        loader = train_loader(self.cfg.shards, seed=self.cfg.seed, epoch=epoch, preset=self.cfg.augment,
+                              **self._common())
+        return islice(start_workers(loader), skip, self.batches)
+
+    def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
+        """This rank's share of `split`, and the ids all ranks together must score (all of the
+        split; in --debug only those of the first batches)."""
+        batches = start_workers(eval_loader(self.cfg.shards, split=split, **self._common()))
+        if not self.cfg.debug:
+            return batches, self.split_ids[split]
+        kept = list(islice(batches, DEBUG_BATCHES))
+        return kept, [image_id for _, _, ids in kept for image_id in ids]

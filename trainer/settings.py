@@ -1,0 +1,112 @@
+"""Every setting of a training run: one dataclass, with its unit and choices in the field metadata.
+
+trainer.config generates the CLI from it and validates it; trainer.config_yaml reads the
+YAML layers (a --config file, a run's own config.yaml on --resume) into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from accelerate.utils import LoggerType
+
+from models import list_models
+from shards.presets import TRAIN_PRESETS
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message starts with the flag it concerns."""
+
+
+def _opt(help: str, choices: tuple[str, ...] | None = None, **kw) -> dict:
+    # Field metadata drives the CLI: help text (with the unit) and the allowed values.
+    return {"metadata": {"help": help, "choices": choices}, **kw}
+
+
+# Trackers this Accelerate version knows ("all" = every installed one); "none" turns tracking off.
+TRACKERS: tuple[str, ...] = ("none", *(tracker.value for tracker in LoggerType))
+
+
+@dataclass
+class TrainConfig:
+    # --- data and outputs
+    shards: str | None = field(default=None, **_opt("shards directory with manifest.json (required)"))
+    out: str | None = field(default=None, **_opt("run directory for checkpoints and results (required)"))
+    config: str | None = field(default=None, **_opt("YAML file of settings; flags on the command line win"))
+    # --- model
+    model: str = field(default="final", **_opt("model name from the registry: " + ", ".join(list_models())))
+    weights: str | None = field(default=None, **_opt("pretrained weights file (pretrained models only)"))
+    freeze_features: bool = field(default=False, **_opt("train only the classifier head (pretrained models)"))
+    channels_last: bool = field(default=False, **_opt("channels_last memory format (faster convs on CPU/GPU)"))
+    # --- schedule; all lengths are in epochs, not steps
+    epochs: int = field(default=20, **_opt("number of epochs (epochs, not steps)"))
+    batch_size: int = field(default=50, **_opt("images per step PER PROCESS (global = this x processes x grad-accum)"))
+    grad_accum: int = field(default=1, **_opt("micro-batches per optimizer update"))
+    optimizer: str = field(default="sgd", **_opt("optimizer", ("sgd", "adam", "adamw")))
+    lr: float = field(default=0.01, **_opt("peak learning rate (not scaled with the number of processes)"))
+    momentum: float = field(default=0.9, **_opt("SGD momentum (sgd only)"))
+    weight_decay: float = field(default=0.0, **_opt("weight decay (decoupled for adamw, L2 otherwise)"))
+    schedule: str = field(default="none", **_opt("learning-rate schedule", ("none", "cosine")))
+    warmup_epochs: float = field(default=0.0, **_opt("linear warm-up length for --schedule cosine (epochs, may be fractional)"))
+    # --- loss and data view
+    loss: str = field(default="multilabel_soft_margin", **_opt("loss over the 21 logits", ("multilabel_soft_margin", "bce")))
+    pos_weight: str = field(default="none", **_opt("per-class positive weights for --loss bce; auto = negatives/positives from the manifest", ("none", "auto")))
+    augment: str = field(default="none", **_opt("train augmentation preset (shards.presets)", TRAIN_PRESETS))
+    image_size: int = field(default=227, **_opt("square input size in pixels, train and eval"))
+    # --- evaluation
+    test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
+    test_with: str = field(default="final", **_opt("model that writes submission.csv", ("final", "best")))
+    # --- runtime
+    mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
+    cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
+    workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
+    seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
+    # --- checkpoints and logging
+    resume: bool = field(default=False, **_opt("continue from the latest complete checkpoint in --out"))
+    keep_checkpoints: int = field(default=2, **_opt("how many of the newest checkpoints to keep"))
+    checkpoint_every_steps: int = field(default=0, **_opt("also checkpoint every N optimizer steps (0 = only at epoch ends)"))
+    log_with: str = field(default="none", **_opt("experiment tracker through Accelerate", TRACKERS))
+    debug: bool = field(default=False, **_opt("one process, 3 batches per epoch, anomaly detection, shape printout"))
+
+
+# Settings a resumed run must keep, because the checkpoint or the run's history depends on them:
+# model, freeze_features: the state dict and which parameters the optimizer state covers;
+# optimizer, lr, momentum, weight_decay: the restored optimizer state overrides them silently;
+# batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
+#   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
+# seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
+# loss, pos_weight, augment, image_size: what the logged history measures; one config.yaml
+#   must describe the whole run.
+# Free to change: epochs (extend a constant-LR run), the data location (shards), where the
+# pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
+# hardware knobs (workers, mixed_precision, cpu, channels_last), evaluation, logging,
+# checkpointing and debug.
+FROZEN_ON_RESUME: tuple[str, ...] = (
+    "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size",
+)
+# A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
+FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)
+# Never taken from a saved run: they say where this invocation reads and writes, not how it trains.
+NOT_INHERITED: frozenset[str] = frozenset({"out", "config", "resume"})
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def scalar_type(f: dataclasses.Field) -> type:
+    # `str | None` -> str: the CLI only ever parses the non-None member.
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+
+
+def as_dict(cfg: TrainConfig) -> dict:
+    """Plain dict of every field, for config.yaml and experiment trackers."""
+    return dataclasses.asdict(cfg)
