@@ -20,20 +20,27 @@ def _one_class(labels: list[int], scores: list[float]) -> tuple[np.ndarray, np.n
     return states, all_scores
 
 
-def _devkit_voc07(gt: np.ndarray, out: np.ndarray) -> float:
-    """Line-by-line port of VOCevalcls.m (VOC2007 devkit), NaN precision and all."""
-    si = np.argsort(-out, kind="stable")
-    tp = np.cumsum(gt[si] > 0)
-    fp = np.cumsum(gt[si] < 0)
-    rec = tp / np.sum(gt > 0)
-    with np.errstate(invalid="ignore"):
-        prec = tp / (fp + tp)  # 0/0 = NaN while only ignored images have been seen
-    ap = 0.0
-    for t in np.arange(0, 1.1, 0.1):
-        p = prec[rec >= t - 1e-12]  # MATLAB's 0:0.1:1 hits the same floats up to rounding
-        p = p[~np.isnan(p)]
-        ap += (p.max() if p.size else 0.0) / 11
+def _voc_ap_07(rec: np.ndarray, prec: np.ndarray) -> float:
+    """py-faster-rcnn lib/datasets/voc_eval.py voc_ap(rec, prec, use_07_metric=True), as written there."""
+    ap = 0.
+    for t in np.arange(0., 1.1, 0.1):
+        if np.sum(rec >= t) == 0:
+            p = 0
+        else:
+            p = np.max(prec[rec >= t])
+        ap = ap + p / 11.
     return ap
+
+
+def _reference_voc07(gt: np.ndarray, out: np.ndarray) -> float:
+    """VOCevalcls.m's ranking (stable sort; difficult-only images stay in the ranking but count
+    as neither tp nor fp) and py-faster-rcnn's float rec/prec, fed to _voc_ap_07."""
+    si = np.argsort(-out, kind="stable")
+    tp = np.cumsum(gt[si] > 0).astype(np.float64)
+    fp = np.cumsum(gt[si] < 0).astype(np.float64)
+    rec = tp / float(np.sum(gt > 0))
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)  # voc_eval's guard against 0/0
+    return _voc_ap_07(rec, prec)
 
 
 def test_hand_worked_example():
@@ -76,22 +83,33 @@ def test_equals_sklearn_on_random_data():
     assert m["missing"] == []
 
 
-def test_voc07_recall_points_are_exact_tenths():
-    # 10 positives: the first 3 ranked on top reach recall exactly 0.3 at precision 1; the
-    # other 7 come after 10 negatives, ending at precision 10/20. Points 0, .1, .2, .3 get 1,
-    # points .4 ... 1.0 get 0.5. (A float t = 3 * 0.1 > 3/10 would give the 0.3 point 0.5.)
-    labels = np.array([1] * 3 + [-1] * 10 + [1] * 7)
+@pytest.mark.parametrize("k", [3, 6, 7])
+def test_voc07_recall_of_exactly_k_tenths_misses_point_k_as_in_the_ports(k):
+    # 10 positives: k ranked on top reach recall exactly k/10 at precision 1; the other
+    # 10 - k come after 10 negatives, ending at precision 10/20. np.arange(0, 1.1, 0.1)[k]
+    # is 0.30000000000000004 / 0.6000000000000001 / 0.7000000000000001 > k/10, so point k
+    # gets 0.5, not 1: points 0 .. k-1 get 1 and points k .. 10 get 0.5. Comparing in exact
+    # tenths would give point k a 1.
+    labels = np.array([1] * k + [-1] * 10 + [1] * (10 - k))
     scores = np.linspace(1, 0, labels.size)
-    assert voc07_ap(labels, scores) == pytest.approx((4 * 1 + 7 * 0.5) / 11)
+    ours = voc07_ap(labels, scores)
+    assert ours == pytest.approx(_reference_voc07(labels, scores), abs=1e-12)
+    assert ours == pytest.approx((k * 1 + (11 - k) * 0.5) / 11, abs=1e-12)
+    assert ours != pytest.approx(((k + 1) * 1 + (10 - k) * 0.5) / 11, abs=1e-3)  # the exact-tenths value
 
 
-def test_voc07_matches_devkit_port_on_random_data():
-    rng = np.random.default_rng(2)
-    for _ in range(20):
-        gt = rng.choice([-1, 0, 1], size=60, p=[0.6, 0.15, 0.25])
-        gt[0] = 1
-        out = rng.random(60)
-        assert voc07_ap(gt, out) == pytest.approx(_devkit_voc07(gt, out))
+@pytest.mark.parametrize("num_pos", [10, 20, 30])
+def test_voc07_matches_the_py_faster_rcnn_formula_on_random_data(num_pos):
+    # Multiples of 10 positives put recall on exact tenths, where the float thresholds matter;
+    # difficult-only images (0) are ignored, and scores rounded to 0.05 tie often (stable order).
+    rng = np.random.default_rng(num_pos)
+    for trial in range(30):
+        gt = np.array([1] * num_pos + [0] * rng.integers(0, 8) + [-1] * rng.integers(5, 60))
+        rng.shuffle(gt)
+        out = rng.random(gt.size)
+        if trial % 2:
+            out = np.round(out * 20) / 20
+        assert voc07_ap(gt, out) == pytest.approx(_reference_voc07(gt, out), abs=1e-12)
 
 
 def test_class_without_positives_is_missing_and_left_out_of_the_mean():

@@ -6,7 +6,14 @@ Two figures come out of the same (states, scores) arrays:
   positive = devkit state 1. An image whose only instances of a class are `difficult`
   (state 0) counts as negative, as in the reference loader that dropped difficult objects.
 - "ap_voc07"/"map_voc07": the VOC2007 devkit's 11-point interpolated AP (VOCevalcls.m),
-  where images with state 0 are ignored for that class (neither positive nor negative).
+  where images with state 0 are ignored for that class (neither positive nor negative),
+  computed exactly as the Python ports that papers report (py-faster-rcnn
+  `voc_eval.voc_ap(use_07_metric=True)`, detectron, mmdet): thresholds
+  `np.arange(0., 1.1, 0.1)` compared as floats with recall = tp / npos in float64. Those
+  thresholds are 3 * 0.1 = 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001,
+  so a recall of exactly 0.3, 0.6 or 0.7 (e.g. 3 of 10 positives found) does not reach its
+  point. Users compare this figure with papers, so we keep the quirk rather than compare
+  in exact tenths.
 
 A class with no positive image has no AP (sklearn would say 0.0 with a warning): it is
 None in the lists, named in "missing" and left out of the means.
@@ -19,10 +26,12 @@ from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES, NUM_CLASSES
 
+# The ports' thresholds, float quirks included (see the module docstring): not k / 10.
+VOC07_RECALL_POINTS: np.ndarray = np.arange(0.0, 1.1, 0.1)
 
 
 def voc07_ap(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """11-point interpolated AP of one class (VOC2007 devkit, VOCevalcls.m).
+    """11-point interpolated AP of one class, as py-faster-rcnn's voc_ap(use_07_metric=True).
 
     labels: devkit states 1 (positive), 0 (difficult only: ignored), -1 (negative).
     Returns None when no image is positive. Ties are ranked in input order, as the
@@ -36,12 +45,13 @@ def voc07_ap(labels: np.ndarray, scores: np.ndarray) -> float | None:
     order = np.argsort(-scores, kind="stable")
     tp = np.cumsum(labels[order] == 1)
     fp = np.cumsum(labels[order] == -1)
+    recall = tp / np.float64(num_pos)
     precision = tp / (tp + fp)  # tp + fp >= 1: ignored images were removed above
-    # Interpolated precision at recall t = k/10 is the best precision at any recall >= t
-    # (0 if none). Compared in integers, 10 * tp >= k * num_pos, because in floats
-    # 3 * 0.1 > 3/10 and a recall of exactly 0.3 would miss the 0.3 point.
-    points = [precision[10 * tp >= k * num_pos].max(initial=0.0) for k in range(11)]
-    return float(np.mean(points))
+    ap = 0.0
+    for t in VOC07_RECALL_POINTS:
+        # ap += p / 11 as py-faster-rcnn sums, not np.mean: its value to the last bit.
+        ap += precision[recall >= t].max(initial=0.0) / 11.0
+    return float(ap)
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
