@@ -10,6 +10,10 @@ classes share a hue or a shape with one other class, so neither cue alone is eno
 Images are VOC-sized JPEGs over backgrounds cut from real VOC photos, so decode cost and
 file sizes resemble VOC. Every image is drawn from its own RNG seeded by (seed, index):
 the same seed gives the same bytes.
+
+`--hide-test-labels` makes the test split the way a challenge or a course hands it out
+(VOC2012 test, a Kaggle test set): its JPEGs and ImageSets/Main/test.txt, but no Annotations
+and no `<class>_test.txt`. The images are the same bytes as without the flag.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import argparse
 import io
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,8 +130,9 @@ def _assign_ids(sizes: dict[str, int], seed: int) -> list[tuple[str, str]]:
     return [(f"{i + 1:06d}", str(split)) for i, split in enumerate(splits)]
 
 
-def write_image_sets(voc: Path, images: Sequence[SynthImage]) -> None:
-    """ImageSets/Main: <split>.txt and <class>_<split>.txt (devkit format '%s %2d')."""
+def write_image_sets(voc: Path, images: Sequence[SynthImage], hidden: Collection[str] = ()) -> None:
+    """ImageSets/Main: <split>.txt and <class>_<split>.txt (devkit format '%s %2d'); no class
+    files for a list holding images of a `hidden` split (they would give its labels away)."""
     main = voc / "ImageSets" / "Main"
     main.mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[SynthImage]] = {}
@@ -138,14 +143,24 @@ def write_image_sets(voc: Path, images: Sequence[SynthImage]) -> None:
     for split, members in by_split.items():
         members = sorted(members, key=lambda im: im.id)
         (main / f"{split}.txt").write_text("".join(f"{im.id}\n" for im in members))
+        if any(im.split in hidden for im in members):  # trainval too, when train or val is hidden
+            continue
         states = [devkit_states(im.objects) for im in members]
         for c, name in enumerate(CLASSES):
             lines = "".join(f"{im.id} {s[c]:2d}\n" for im, s in zip(members, states))
             (main / f"{name}_{split}.txt").write_text(lines)
 
 
-def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path | None) -> Path:
-    """Write OUT/VOC2007 (OUT plays the role of a VOCdevkit folder); returns the VOC2007 path."""
+def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path | None,
+             hidden: Collection[str] = ()) -> Path:
+    """Write OUT/VOC2007 (OUT plays the role of a VOCdevkit folder); returns the VOC2007 path.
+
+    Splits in `hidden` get images and their <split>.txt only: labels hidden, as in a test set
+    handed out without annotations.
+    """
+    unknown = sorted(set(hidden) - set(sizes))
+    if unknown:
+        raise ValueError(f"hidden splits {unknown} are not among the splits made: {sorted(sizes)}")
     voc = out / "VOC2007"
     for sub in ("JPEGImages", "Annotations"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
@@ -157,11 +172,12 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
         for index, (image_id, split) in enumerate(assigned):
             image = make_image(seed, index, image_id, split, backgrounds)
             (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(image.jpeg)
-            (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image))
+            if split not in hidden:
+                (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image))
             # Keep only what ImageSets needs; the JPEG bytes are on disk already.
             images.append(SynthImage(image.id, split, image.width, image.height, image.objects, b""))
             progress.advance(task)
-    write_image_sets(voc, images)
+    write_image_sets(voc, images, hidden)
     return voc
 
 
@@ -172,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"{split} images (default {n})")
     parser.add_argument("--full", action="store_true", help="VOC07's real sizes: 2501/2510/4952")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    parser.add_argument("--hide-test-labels", action="store_true",
+                        help="write the test split without Annotations and <class>_test.txt, as a "
+                             "challenge test set comes (shards.pack then packs it unlabeled)")
     parser.add_argument("--backgrounds", type=Path, default=DEFAULT_BACKGROUNDS, metavar="DIR",
                         help="folder of real photos (*.jpg) to cut backgrounds from; "
                              "procedural texture when it does not exist")
@@ -183,10 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     if not args.backgrounds.is_dir():
         console.print(f"[yellow]no background photos at {args.backgrounds}: using procedural texture")
-    voc = generate(args.out, {s: n for s, n in sizes.items() if n > 0}, args.seed,
-                   args.backgrounds if args.backgrounds.is_dir() else None)
+    made = {s: n for s, n in sizes.items() if n > 0}
+    if args.hide_test_labels and "test" not in made:
+        parser.error("--hide-test-labels needs test images; drop it or give --test N with N > 0")
+    hidden = ("test",) if args.hide_test_labels else ()
+    voc = generate(args.out, made, args.seed, args.backgrounds if args.backgrounds.is_dir() else None, hidden)
     console.print(f"wrote {sum(sizes.values())} images to {voc} "
-                  f"({', '.join(f'{s} {n}' for s, n in sizes.items())}, seed {args.seed})")
+                  f"({', '.join(f'{s} {n}' for s, n in sizes.items())}, seed {args.seed})"
+                  + ("; test labels hidden: no Annotations, no <class>_test.txt" if hidden else ""), soft_wrap=True)
     return 0
 
 

@@ -113,3 +113,24 @@ def test_cli_writes_the_requested_sizes(tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path / "VOCdevkit"), "--train", "3", "--val", "2", "--test", "1",
                  "--backgrounds", str(tmp_path / "no-photos-here")]) == 0
     assert [len(_ids(tmp_path / "VOCdevkit", s)) for s in ("train", "val", "trainval", "test")] == [3, 2, 5, 1]
+
+
+def test_hide_test_labels_writes_what_a_course_hands_out(tmp_path: Path) -> None:
+    argv = ["--train", "2", "--val", "1", "--test", "3", "--backgrounds", str(tmp_path / "no-photos-here")]
+    assert main(["--out", str(tmp_path / "open"), *argv]) == 0
+    assert main(["--out", str(tmp_path / "hidden"), *argv, "--hide-test-labels"]) == 0
+    hidden, shown = tmp_path / "hidden", tmp_path / "open"
+    test_ids = _ids(hidden, "test")
+    assert len(test_ids) == 3 and test_ids == _ids(shown, "test")
+    for image_id in test_ids:  # the same images, without their annotations
+        assert not (hidden / "VOC2007" / "Annotations" / f"{image_id}.xml").exists()
+        jpg = Path("VOC2007") / "JPEGImages" / f"{image_id}.jpg"
+        assert (hidden / jpg).read_bytes() == (shown / jpg).read_bytes()
+    lists = {p.name for p in (hidden / "VOC2007" / "ImageSets" / "Main").iterdir()}
+    assert lists == {p.name for p in (shown / "VOC2007" / "ImageSets" / "Main").iterdir()} - \
+        {f"{c}_test.txt" for c in CLASSES}
+    assert "test.txt" in lists
+    labeled = _ids(hidden, "train") + _ids(hidden, "val")
+    assert all((hidden / "VOC2007" / "Annotations" / f"{i}.xml").is_file() for i in labeled)
+    with pytest.raises(SystemExit):  # argparse error: nothing to hide
+        main(["--out", str(tmp_path / "x"), "--train", "1", "--val", "0", "--test", "0", "--hide-test-labels"])
