@@ -1,7 +1,15 @@
 """manifest.json: what a shard folder holds, read by the loaders and the trainer.
 
-{"classes": [20 names], "splits": {split: {"count", "shards", "ids", "positives"}},
+{"classes": [20 names],
+ "splits": {split: {"count", "shards", "ids", "labeled", "positives"}},
  "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}]}
+
+- "labeled": true for a split packed from its annotations; false for a split whose labels are
+  hidden (no id of it has an annotation: a challenge or course test set such as VOC2012 test).
+  An unlabeled split has "positives": null (not {}: no count is known, and null cannot be read
+  as "no positives"), and its samples carry "labels": null and "objects": null; the readers give
+  them shards.annotations.UNLABELED_STATE for every class so that batches still collate.
+  Manifests written before the key existed have only labeled splits: read it with is_labeled().
 """
 
 from __future__ import annotations
@@ -19,15 +27,24 @@ class ManifestError(FileNotFoundError):
     """A shard folder without a usable manifest.json."""
 
 
-def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]]) -> dict:
-    """The manifest entry of one split; `states` are the devkit labels of `ids`, in order."""
+def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]] | None) -> dict:
+    """The manifest entry of one split; `states` are the devkit labels of `ids`, in order, or None
+    for a split packed without annotations (labels hidden)."""
     return {
         "count": len(ids),
         "shards": list(shards),
         "ids": sorted(ids),
+        "labeled": states is not None,
         # Images with at least one non-difficult instance: the positives of the headline AP.
-        "positives": {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(CLASSES)},
+        "positives": None if states is None else
+        {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(CLASSES)},
     }
+
+
+def is_labeled(entry: dict) -> bool:
+    """Whether a split (an entry of manifest["splits"]) was packed with its annotations."""
+    # A manifest from before the flag existed could only hold labeled splits.
+    return entry.get("labeled", True) is not False
 
 
 def write_manifest(shards_dir: Path, manifest: dict) -> None:
@@ -53,6 +70,12 @@ def load_manifest(shards_dir: str | Path) -> dict:
         missing = [k for k in ("count", "shards", "ids", "positives") if k not in record]
         if missing:
             raise ManifestError(f"{path}: split '{split}' lacks {', '.join(missing)}; {hint}")
+        if not isinstance(record.get("labeled", True), bool):
+            raise ManifestError(f"{path}: split '{split}' has 'labeled': {record['labeled']!r}, "
+                                f"expected true or false; {hint}")
+        if is_labeled(record) and not isinstance(record["positives"], dict):
+            raise ManifestError(f"{path}: split '{split}' is labeled but its 'positives' is "
+                                f"{record['positives']!r}, not a per-class count; {hint}")
     return manifest
 
 

@@ -4,6 +4,11 @@ One sample per image, `__key__` = the VOC id, with `jpg` (RGB JPEG, by default s
 256) and `json` ({"id", "labels": 20 devkit states 1/0/-1, "objects", "width", "height"}).
 Shards are `SHARDS_DIR/{split}-{NNNNN}.tar`, plus `manifest.json`.
 
+A split none of whose ids has an annotation (a test set with hidden labels) is packed
+unlabeled, no flag needed: its samples have "labels": null and "objects": null, its manifest
+entry "labeled": false (shards/manifest.py). A split with only SOME annotations missing is
+bad input like any other.
+
 Everything is written to a temporary folder next to SHARDS_DIR and renamed at the end, so
 a failed pack never leaves a half-written shard set. Output is deterministic: ids in
 sorted order, fixed tar metadata, no timestamps.
@@ -28,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import CLASSES
 from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
-from shards.manifest import split_record, write_manifest
+from shards.manifest import is_labeled, split_record, write_manifest
 from shards.sources import SourceError, VocSource, collect_splits, open_source
 
 # 32 per shard gives VOC07 train (2501 images) 79 shards: ranks x workers must never exceed
@@ -48,27 +53,32 @@ class PackOptions:
     skip_bad: bool = False
 
 
-def _sample(source: VocSource, image_id: str, options: PackOptions) -> tuple[dict, list[int]]:
-    """The webdataset sample of one image and its devkit states; raises ValueError on bad input."""
-    xml = source.annotation(image_id)
-    if xml is None:
+def _sample(source: VocSource, image_id: str, options: PackOptions,
+            labeled: bool) -> tuple[dict, list[int] | None]:
+    """The webdataset sample of one image and its devkit states (None when the split is
+    unlabeled); raises ValueError on bad input."""
+    xml = source.annotation(image_id) if labeled else None
+    if labeled and xml is None:
         raise ValueError(f"no annotation Annotations/{image_id}.xml")
     data = source.image(image_id)
     if data is None:
         raise ValueError(f"no image JPEGImages/{image_id}.jpg")
-    try:
-        annotation = parse_annotation(xml)
-    except AnnotationError as err:
-        raise ValueError(f"Annotations/{image_id}.xml: {err}") from None
+    objects = None
+    if xml is not None:
+        try:
+            objects = parse_annotation(xml).objects
+        except AnnotationError as err:
+            raise ValueError(f"Annotations/{image_id}.xml: {err}") from None
     try:
         stored = prepare_image(data, options.max_size, options.quality)
     except ImageError as err:
         raise ValueError(f"JPEGImages/{image_id}.jpg: {err}") from None
-    states = devkit_states(annotation.objects)
+    states = None if objects is None else devkit_states(objects)
     record = {
         "id": image_id,
+        # null, not a made-up label, for hidden labels: the readers substitute their sentinel.
         "labels": states,
-        "objects": [obj.to_json() for obj in annotation.objects],
+        "objects": None if objects is None else [obj.to_json() for obj in objects],
         # The original size (boxes are in its coordinates), whatever size is stored.
         "width": stored.width,
         "height": stored.height,
@@ -76,17 +86,28 @@ def _sample(source: VocSource, image_id: str, options: PackOptions) -> tuple[dic
     return {"__key__": image_id, "jpg": stored.jpeg, "json": json.dumps(record).encode()}, states
 
 
+def split_is_labeled(source: VocSource, ids: Sequence[str]) -> bool:
+    """False when no id of the split has an annotation: its labels are hidden, not broken.
+
+    One annotation is enough to call the split labeled, so that a split with some annotations
+    lost still fails naming them instead of silently packing without labels.
+    """
+    return not ids or any(source.has_annotation(image_id) for image_id in ids)
+
+
 def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path, options: PackOptions,
                progress: Progress) -> tuple[dict, list[dict]]:
     """Write `split`'s shards into out_dir; returns its manifest record and its bad samples."""
     good_ids, states, bad = [], [], []
-    task = progress.add_task(f"{split:5s} <- {source.path.name}", total=len(ids))
+    labeled = split_is_labeled(source, ids)
+    hidden = "" if labeled else " (labels hidden)"
+    task = progress.add_task(f"{split:5s} <- {source.path.name}{hidden}", total=len(ids))
     # mtime and owner fixed so the same input gives byte-identical shards.
     with wds.ShardWriter(str(out_dir / f"{split}-%05d.tar"), maxcount=options.samples_per_shard,
                          verbose=0, mtime=0, user="voc", group="voc") as writer:
         for image_id in sorted(set(ids)):
             try:
-                sample, image_states = _sample(source, image_id, options)
+                sample, image_states = _sample(source, image_id, options, labeled)
             except ValueError as err:
                 bad.append({"id": image_id, "split": split, "reason": str(err)})
             else:
@@ -95,7 +116,7 @@ def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path,
                 states.append(image_states)
             progress.advance(task)
     shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
-    return split_record(shards, good_ids, states), bad
+    return split_record(shards, good_ids, states if labeled else None), bad
 
 
 def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console) -> dict:
@@ -179,10 +200,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SourceError, PackError) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # paths stay unbroken
         return 2 if isinstance(err, SourceError) else 1
-    counts = ", ".join(f"{s} {r['count']} in {len(r['shards'])} shards" for s, r in manifest["splits"].items())
-    console.print(f"packed {counts} into {args.out}"
-                  + (f"; skipped {len(manifest['skipped'])}" if manifest["skipped"] else ""), soft_wrap=True)
+    for line in summary_lines(manifest):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"packed into {args.out}", highlight=False, soft_wrap=True)
     return 0
+
+
+def summary_lines(manifest: dict) -> list[str]:
+    """Per split: what was packed and whether it is labeled."""
+    lines = []
+    for split, record in manifest["splits"].items():
+        n = len(record["shards"])
+        line = f"{split}: {record['count']} images in {n} shard{'s' if n != 1 else ''}"
+        lines.append(line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled")
+    if manifest["skipped"]:
+        lines.append(f"skipped {len(manifest['skipped'])} (listed in manifest.json)")
+    return lines
 
 
 if __name__ == "__main__":

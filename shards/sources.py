@@ -2,7 +2,8 @@
 
 The official archives (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar) are read in
 place with `tarfile`: members are read by offset, nothing is extracted to disk. Every
-source exposes the same three things: the ids a split lists, an annotation, an image.
+source exposes the same three things: the ids a split lists, an annotation, an image (and
+whether an annotation exists, which is how the packer recognises a split with hidden labels).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class VocSource(ABC):
     def read(self, relative: str) -> bytes | None:
         """The bytes of VOC2007/<relative>, or None if the source has no such file."""
 
+    def exists(self, relative: str) -> bool:
+        """Whether VOC2007/<relative> is in the source (subclasses answer without reading it)."""
+        return self.read(relative) is not None
+
     def close(self) -> None:
         """Release open files (tars)."""
 
@@ -44,6 +49,9 @@ class VocSource(ABC):
     def annotation(self, image_id: str) -> bytes | None:
         return self.read(f"Annotations/{image_id}.xml")
 
+    def has_annotation(self, image_id: str) -> bool:
+        return self.exists(f"Annotations/{image_id}.xml")
+
     def image(self, image_id: str) -> bytes | None:
         return self.read(f"JPEGImages/{image_id}.jpg")
 
@@ -56,6 +64,9 @@ class FolderSource(VocSource):
     def read(self, relative: str) -> bytes | None:
         file = self.voc_root / relative
         return file.read_bytes() if file.is_file() else None
+
+    def exists(self, relative: str) -> bool:
+        return (self.voc_root / relative).is_file()
 
 
 class TarSource(VocSource):
@@ -78,6 +89,9 @@ class TarSource(VocSource):
             return None
         stream = self.tar.extractfile(info)
         return stream.read() if stream is not None else None
+
+    def exists(self, relative: str) -> bool:
+        return relative in self.members
 
     def close(self) -> None:
         self.tar.close()
