@@ -1,7 +1,7 @@
 """manifest.json: what a shard folder holds, read by the loaders and the trainer.
 
 {"classes": [20 names],
- "splits": {split: {"count", "shards", "ids", "labeled", "positives"}},
+ "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count"}},
  "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}]}
 
 - "labeled": true for a split packed from its annotations; false for a split whose labels are
@@ -10,6 +10,9 @@
   as "no positives"), and its samples carry "labels": null and "objects": null; the readers give
   them shards.annotations.UNLABELED_STATE for every class so that batches still collate.
   Manifests written before the key existed have only labeled splits: read it with is_labeled().
+- "skipped_count": how many ids of the split's ImageSets list `--skip-bad` left out of the
+  shards (so a submission made from them has that many fewer rows); their ids and reasons are in
+  "skipped". Older manifests lack the key: read both with skipped_ids().
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ class ManifestError(FileNotFoundError):
     """A shard folder without a usable manifest.json."""
 
 
-def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]] | None) -> dict:
+def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]] | None,
+                 skipped_count: int = 0) -> dict:
     """The manifest entry of one split; `states` are the devkit labels of `ids`, in order, or None
     for a split packed without annotations (labels hidden)."""
     return {
@@ -38,6 +42,7 @@ def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Seq
         # Images with at least one non-difficult instance: the positives of the headline AP.
         "positives": None if states is None else
         {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(CLASSES)},
+        "skipped_count": skipped_count,
     }
 
 
@@ -45,6 +50,11 @@ def is_labeled(entry: dict) -> bool:
     """Whether a split (an entry of manifest["splits"]) was packed with its annotations."""
     # A manifest from before the flag existed could only hold labeled splits.
     return entry.get("labeled", True) is not False
+
+
+def skipped_ids(manifest: dict, split: str) -> list[str]:
+    """Ids of `split` that --skip-bad left out of the shards, sorted (empty when none)."""
+    return sorted(s["id"] for s in manifest.get("skipped", []) if s.get("split") == split)
 
 
 def write_manifest(shards_dir: Path, manifest: dict) -> None:

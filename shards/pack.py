@@ -33,12 +33,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import CLASSES
 from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
-from shards.manifest import is_labeled, split_record, write_manifest
+from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
 from shards.sources import SourceError, VocSource, collect_splits, open_source
 
 # 32 per shard gives VOC07 train (2501 images) 79 shards: ranks x workers must never exceed
 # the shard count, and 64 covers e.g. 8 GPUs x 8 workers.
 DEFAULT_SAMPLES_PER_SHARD = 32
+SHOWN_SKIPPED = 10  # skipped ids the console names per split; manifest.json lists them all
 
 
 class PackError(RuntimeError):
@@ -116,7 +117,7 @@ def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path,
                 states.append(image_states)
             progress.advance(task)
     shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
-    return split_record(shards, good_ids, states if labeled else None), bad
+    return split_record(shards, good_ids, states if labeled else None, skipped_count=len(bad)), bad
 
 
 def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console) -> dict:
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, metavar="Q",
                         help=f"JPEG quality of re-encoded images (default {DEFAULT_QUALITY})")
     parser.add_argument("--skip-bad", action="store_true",
-                        help="pack the good samples and list the bad ones in manifest.json")
+                        help="pack the good samples; the console and manifest.json name the ones left out")
     args = parser.parse_args(argv)
     if args.samples_per_shard < 1:
         parser.error(f"--samples-per-shard must be >= 1, got {args.samples_per_shard}")
@@ -207,14 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def summary_lines(manifest: dict) -> list[str]:
-    """Per split: what was packed and whether it is labeled."""
+    """Per split: what was packed, whether it is labeled, and what --skip-bad dropped.
+
+    Dropped ids are named here as well as in manifest.json, so a split (above all test, whose
+    submission then lacks their rows) never shrinks without the console saying so.
+    """
     lines = []
     for split, record in manifest["splits"].items():
         n = len(record["shards"])
         line = f"{split}: {record['count']} images in {n} shard{'s' if n != 1 else ''}"
         lines.append(line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled")
-    if manifest["skipped"]:
-        lines.append(f"skipped {len(manifest['skipped'])} (listed in manifest.json)")
+        dropped = skipped_ids(manifest, split)
+        if dropped:
+            more = len(dropped) - SHOWN_SKIPPED
+            named = ", ".join(dropped[:SHOWN_SKIPPED]) + (f" and {more} more" if more > 0 else "")
+            effect = "; a submission made from these shards lacks their rows" if split == "test" else ""
+            lines.append(f"{split}: {len(dropped)} of {record['count'] + len(dropped)} listed images dropped "
+                         f"by --skip-bad (reasons in manifest.json 'skipped'){effect}: {named}")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Test sets with hidden labels: a split without any annotation packs unlabeled.
+"""Test sets with hidden labels: a split without any annotation packs unlabeled; --skip-bad is never silent.
 
 Real files throughout: shards.synth makes the VOC trees (or annotations are deleted from a copy),
 shards.pack writes real tars.
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from shards.manifest import ManifestError, is_labeled, load_manifest, write_manifest
+from shards.manifest import ManifestError, is_labeled, load_manifest, skipped_ids, write_manifest
 from shards.pack import main as pack_main
+from shards.pack import summary_lines
 from shards.synth import generate
 
 SIZES = {"train": 4, "val": 3, "test": 7}
@@ -56,7 +57,7 @@ def test_split_without_annotations_packs_unlabeled_without_a_flag(hidden_voc: Pa
     assert HIDDEN_LINE in capsys.readouterr().err
     manifest = load_manifest(out)
     test = manifest["splits"]["test"]
-    assert (test["labeled"], test["positives"]) == (False, None)
+    assert (test["labeled"], test["positives"], test["skipped_count"]) == (False, None, 0)
     assert test["ids"] == sorted(_ids(hidden_voc, "test")) and test["count"] == 7
     assert not is_labeled(test) and manifest["skipped"] == []
     for split in ("train", "val"):
@@ -112,13 +113,58 @@ def test_partly_annotated_split_still_fails_naming_the_ids(voc: Path, tmp_path: 
     assert not out.exists()
 
 
+def test_skip_bad_summary_names_the_dropped_test_ids(voc: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    lost = sorted(_ids(voc, "test"))[2:4]
+    for image_id in lost:
+        (voc / "Annotations" / f"{image_id}.xml").unlink()
+    out = tmp_path / "shards"
+    assert _pack(voc, out, "--skip-bad") == 0
+    err = capsys.readouterr().err
+    assert (f"test: 2 of 7 listed images dropped by --skip-bad (reasons in manifest.json 'skipped'); "
+            f"a submission made from these shards lacks their rows: {', '.join(lost)}") in err
+    manifest = load_manifest(out)
+    test = manifest["splits"]["test"]
+    assert (test["labeled"], test["count"], test["skipped_count"]) == (True, 5, 2)
+    assert skipped_ids(manifest, "test") == lost and not set(lost) & set(test["ids"])
+    assert manifest["splits"]["train"]["skipped_count"] == 0 and "train: 4 images in 2 shards" in err
+
+
+def test_unlabeled_split_with_a_missing_image_fails_or_drops_it_visibly(hidden_voc: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    copy = Path(shutil.copytree(hidden_voc, tmp_path / "VOC2007"))
+    gone = _ids(copy, "test")[0]
+    (copy / "JPEGImages" / f"{gone}.jpg").unlink()
+    assert _pack(copy, tmp_path / "failed") == 1
+    assert f"test {gone}: no image JPEGImages/{gone}.jpg" in capsys.readouterr().err
+    assert _pack(copy, tmp_path / "shards", "--skip-bad") == 0
+    err = capsys.readouterr().err
+    assert "test: 6 images in 2 shards, labels hidden (no annotations): packed unlabeled" in err
+    assert "test: 1 of 7 listed images dropped by --skip-bad" in err and err.rstrip().count(gone) >= 2
+    test = load_manifest(tmp_path / "shards")["splits"]["test"]
+    assert (test["labeled"], test["skipped_count"]) == (False, 1)
+
+
+def test_summary_names_the_first_ten_dropped_ids_and_counts_the_rest() -> None:
+    ids = [f"{i:06d}" for i in range(1, 13)]
+    manifest = {"splits": {"val": {"count": 30, "shards": ["val-00000.tar"], "labeled": True}},
+                "skipped": [{"id": i, "split": "val", "reason": "x"} for i in reversed(ids)]}
+    assert summary_lines(manifest) == [
+        "val: 30 images in 1 shard",
+        f"val: 12 of 42 listed images dropped by --skip-bad (reasons in manifest.json 'skipped'): "
+        f"{', '.join(ids[:10])} and 2 more",
+    ]
+
+
 def test_manifests_without_the_new_keys_read_as_labeled(shards_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(shards_dir)
     for record in manifest["splits"].values():
-        del record["labeled"]
+        del record["labeled"], record["skipped_count"]
+    manifest["skipped"] = [{"id": "000099", "split": "test", "reason": "no image"}]
     write_manifest(tmp_path, manifest)
     old = load_manifest(tmp_path)
     assert all(is_labeled(record) for record in old["splits"].values())
+    assert skipped_ids(old, "test") == ["000099"] and skipped_ids(old, "val") == []
     manifest["splits"]["test"]["labeled"] = "no"
     write_manifest(tmp_path, manifest)
     with pytest.raises(ManifestError, match="split 'test' has 'labeled': 'no', expected true or false"):
