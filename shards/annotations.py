@@ -14,6 +14,11 @@ from dataclasses import asdict, dataclass
 from shards.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 
 PRESENT, DIFFICULT_ONLY, ABSENT = 1, 0, -1
+# What the readers give every class of a sample packed without annotations (a split with hidden
+# labels, manifest "labeled": false). 0 is the devkit's "ignore" value: no class reads as
+# positive and the VOC07 AP skips the image. It is NOT a label: whether a split is labeled is
+# read from the manifest (shards.manifest.is_labeled), never guessed from the states.
+UNLABELED_STATE = DIFFICULT_ONLY
 
 
 class AnnotationError(ValueError):

@@ -1,6 +1,10 @@
 """The training and evaluation pipelines over the shards (webdataset + torch DataLoader).
 
 Both yield `(images uint8 [B, 3, S, S], states int8 [B, 20] devkit 1/0/-1, ids list[str])`.
+A split packed without annotations (manifest "labeled": false, labels hidden) still yields
+states, all UNLABELED_STATE (0, shards/annotations.py), so its batches collate like any
+other; they are not labels, and only eval_loader reads such a split (train_loader refuses it).
+Callers tell labeled from unlabeled splits with shards.manifest.is_labeled, not from states.
 rank and world_size are arguments (the trainer passes accelerator.process_index and
 num_processes): nothing here reads RANK/WORLD_SIZE or torch.distributed, and the loaders
 must stay out of `accelerator.prepare`, which would split them a second time (docs/NOTES.md).
@@ -42,8 +46,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the torchvision version
     decode_jpeg = None
 
+from shards.annotations import UNLABELED_STATE
 from shards.classes import NUM_CLASSES
-from shards.manifest import load_manifest, split_entry
+from shards.manifest import is_labeled, load_manifest, split_entry
 from shards.presets import eval_transform, train_transform
 
 SHUFFLE_BUFFER = 512  # samples (still JPEG bytes, ~25 KB each at short side 256) per worker
@@ -132,21 +137,32 @@ def decode_rgb_pil(data: bytes) -> torch.Tensor:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
-def decode_sample(sample: dict) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A raw webdataset sample -> (uint8 [3, H, W] RGB image, int8 [20] states, id)."""
+def decode_sample(sample: dict, labeled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A raw webdataset sample -> (uint8 [3, H, W] RGB image, int8 [20] states, id).
+
+    A sample packed without annotations ("labels": null) gets UNLABELED_STATE for every class.
+    `labeled`, when given, is what the manifest says of the split: a sample that disagrees
+    (labels in an unlabeled split or the reverse) means the shards and manifest.json do not match.
+    """
     record = json.loads(sample["json"])
-    states = torch.tensor(record["labels"], dtype=torch.int8)
+    labels = record["labels"]
+    if labeled is not None and labeled != (labels is not None):
+        raise ValueError(f"labels are {'null' if labels is None else 'set'} but manifest.json says the split is "
+                         f"{'labeled' if labeled else 'unlabeled'}: the shards do not match it (repack them)")
+    if labels is None:
+        return decode_rgb(sample["jpg"]), torch.full((NUM_CLASSES,), UNLABELED_STATE, dtype=torch.int8), record["id"]
+    states = torch.tensor(labels, dtype=torch.int8)
     if states.shape != (NUM_CLASSES,):
         raise ValueError(f"labels has shape {tuple(states.shape)}, expected ({NUM_CLASSES},)")
     return decode_rgb(sample["jpg"]), states, record["id"]
 
 
-def _decode_and_transform(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+def _decode_and_transform(transform: Callable[[torch.Tensor], torch.Tensor], labeled: bool) -> Callable:
     def stage(samples: Iterable[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
         corrupt = 0
         for sample in samples:
             try:
-                image, states, image_id = decode_sample(sample)
+                image, states, image_id = decode_sample(sample, labeled)
             except Exception as err:  # noqa: BLE001 - any failure of one sample is reported, not fatal
                 corrupt += 1
                 worker, _ = _worker()
@@ -185,13 +201,16 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     urls, entry = _shard_urls(shards_dir, split)
+    if not is_labeled(entry):  # its states are all the sentinel: training on them would learn "nothing here"
+        raise ValueError(f"split '{split}' of {shards_dir} was packed without annotations (labels hidden): "
+                         "it can be scored with eval_loader, not trained on")
     steps = _steps(entry, batch_size, world_size)
     seed_parts = (seed, epoch, rank)
     pipeline = wds.DataPipeline(
         _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.tarfile_to_samples(handler=_warn_and_continue),
         _shuffled(seed_parts),
-        _decode_and_transform(train_transform(preset, image_size)),
+        _decode_and_transform(train_transform(preset, image_size), labeled=True),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
         _worker_share(steps),
     )
@@ -207,15 +226,18 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
 
 def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: int, world_size: int,
                 num_workers: int, image_size: int) -> DataLoader:
-    """This rank's part of `split` in the eval view; over all ranks every sample exactly once."""
+    """This rank's part of `split` in the eval view; over all ranks every sample exactly once.
+
+    An unlabeled split (is_labeled(entry) false) yields UNLABELED_STATE states: scores only, no metric.
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    urls, _ = _shard_urls(shards_dir, split)
+    urls, entry = _shard_urls(shards_dir, split)
     source = _EvalShards(urls, rank=rank, world_size=world_size)
     pipeline = wds.DataPipeline(
         source,
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        _decode_and_transform(eval_transform(image_size)),
+        _decode_and_transform(eval_transform(image_size), labeled=is_labeled(entry)),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
     # Workers beyond this rank's shard count would have nothing to read.

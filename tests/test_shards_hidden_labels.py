@@ -1,7 +1,7 @@
-"""Test sets with hidden labels: a split without any annotation packs unlabeled; --skip-bad is never silent.
+"""Test sets with hidden labels: a split without any annotation packs unlabeled and reads with sentinel states.
 
 Real files throughout: shards.synth makes the VOC trees (or annotations are deleted from a copy),
-shards.pack writes real tars.
+shards.pack writes real tars, shards.reader.eval_loader reads them.
 """
 
 from __future__ import annotations
@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import webdataset as wds
 
+from shards.annotations import UNLABELED_STATE
+from shards.classes import CLASSES, NUM_CLASSES
 from shards.manifest import ManifestError, is_labeled, load_manifest, skipped_ids, write_manifest
 from shards.pack import main as pack_main
 from shards.pack import summary_lines
+from shards.reader import CorruptSampleWarning, eval_loader, train_loader
 from shards.synth import generate
 
 SIZES = {"train": 4, "val": 3, "test": 7}
@@ -44,6 +49,13 @@ def hidden_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(out, SIZES, seed=2, backgrounds_dir=None, hidden={"test"})
 
 
+@pytest.fixture(scope="module")
+def hidden_shards(hidden_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hidden-packed") / "shards"
+    assert _pack(hidden_voc, out) == 0
+    return out
+
+
 @pytest.fixture
 def voc(tmp_path: Path) -> Path:
     """A writable, fully annotated tree with the same sizes, to break."""
@@ -69,6 +81,31 @@ def test_split_without_annotations_packs_unlabeled_without_a_flag(hidden_voc: Pa
         assert sample["json"]["labels"] is None and sample["json"]["objects"] is None
         assert sample["json"]["id"] == image_id and sample["json"]["width"] in (375, 500)
         assert sample["jpg"][:2] == b"\xff\xd8"
+
+
+def test_eval_loader_yields_every_unlabeled_id_once_with_sentinel_states(hidden_shards: Path) -> None:
+    seen: Counter = Counter()
+    for rank in (0, 1):
+        for images, states, ids in eval_loader(hidden_shards, split="test", batch_size=2, rank=rank,
+                                               world_size=2, num_workers=2, image_size=32):
+            assert images.shape == (len(ids), 3, 32, 32)
+            assert states.dtype == torch.int8 and states.shape == (len(ids), NUM_CLASSES)
+            assert bool((states == UNLABELED_STATE).all())
+            seen.update(ids)
+    assert sorted(seen) == load_manifest(hidden_shards)["splits"]["test"]["ids"]
+    assert set(seen.values()) == {1}
+    with pytest.raises(ValueError, match="split 'test' .* packed without annotations"):
+        train_loader(hidden_shards, batch_size=2, rank=0, world_size=1, num_workers=0, seed=0, epoch=0, split="test")
+
+
+def test_samples_that_contradict_the_manifest_are_reported_not_read(hidden_shards: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(hidden_shards, tmp_path / "shards"))
+    manifest = load_manifest(copy)
+    manifest["splits"]["test"].update(labeled=True, positives={name: 0 for name in CLASSES})
+    write_manifest(copy, manifest)
+    with pytest.warns(CorruptSampleWarning, match="labels are null but manifest.json says the split is labeled"):
+        batches = list(eval_loader(copy, split="test", batch_size=2, rank=0, world_size=1, num_workers=0))
+    assert batches == []  # the trainer's exactly-once check then names every missing id
 
 
 def test_deleting_the_test_annotations_of_a_copy_packs_the_same_images_unlabeled(
