@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from models import list_models
+from shards.pack import PackOptions, pack
+from shards.synth import generate
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
 from trainer.provenance import write_run_config
 
@@ -208,3 +211,28 @@ def test_config_module_prints_resolved_settings_or_one_error_line(base):
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines() == [f"error: --model: unknown model 'vocnt'; did you mean 'vocnet'? "
                                         f"known: {', '.join(list_models())}"]
+
+
+def _pack_hiding(tmp_path: Path, split: str) -> Path:
+    """Real shards whose `split` was packed without annotations (labels hidden)."""
+    voc = generate(tmp_path / "VOCdevkit", {"train": 2, "val": 2, "test": 2}, seed=0, backgrounds_dir=None,
+                   hidden={split})
+    pack([voc], tmp_path / "shards", PackOptions(), Console(quiet=True))
+    return tmp_path / "shards"
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_unlabeled_train_or_val_split_is_refused(tmp_path, split):
+    shards = _pack_hiding(tmp_path, split)
+    with pytest.raises(ConfigError, match=rf"--shards: split '{split}' of .* was packed without annotations"):
+        parse_config(["--shards", str(shards), "--out", str(tmp_path / "run")])
+    if split == "val":  # what launch.sh runs before starting processes: one line, exit 2
+        done = check_cli("--shards", str(shards), "--out", str(tmp_path / "run"))
+        assert (done.returncode, done.stdout) == (2, "")
+        assert len(done.stderr.splitlines()) == 1
+        assert done.stderr.startswith(f"error: --shards: split 'val' of {shards} was packed without annotations")
+
+
+def test_unlabeled_test_split_is_accepted(tmp_path):
+    shards = _pack_hiding(tmp_path, "test")
+    assert parse_config(["--shards", str(shards), "--out", str(tmp_path / "run")]).shards == str(shards)

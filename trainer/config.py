@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from models import check_model_name
-from shards.manifest import load_manifest
+from shards.manifest import is_labeled, load_manifest
 from trainer.config_yaml import read_run_settings, read_yaml
 from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, ConfigError, TrainConfig, as_dict, flag,
                               scalar_type)
@@ -125,6 +125,11 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None) -> None:
     for split in ("train", "val", "test"):
         if not splits.get(split, {}).get("count"):
             fail("shards", f"manifest has no images in split '{split}'; pack train, val and test")
+    for split in ("train", "val"):  # test may be unlabeled (hidden labels): it is only scored
+        if not is_labeled(splits[split]):
+            fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
+                           f"training needs labeled train and val: pack them from a VOC tree with "
+                           f"Annotations/ for every {split} id")
     ckpts = Path(cfg.out) / "checkpoints"
     if not cfg.resume and ckpts.is_dir() and any(p.is_dir() for p in ckpts.iterdir()):
         fail("out", f"{cfg.out} already holds checkpoints of a run: pass --resume to continue it, "
