@@ -95,7 +95,8 @@ def test_eval_loader_yields_every_unlabeled_id_once_with_sentinel_states(hidden_
     assert sorted(seen) == load_manifest(hidden_shards)["splits"]["test"]["ids"]
     assert set(seen.values()) == {1}
     with pytest.raises(ValueError, match="split 'test' .* packed without annotations"):
-        train_loader(hidden_shards, batch_size=2, rank=0, world_size=1, num_workers=0, seed=0, epoch=0, split="test")
+        train_loader(hidden_shards, batch_size=2, rank=0, world_size=1, num_workers=0, seed=0, epoch=0, split="test",
+                     preset="none", image_size=32)
 
 
 def test_samples_that_contradict_the_manifest_are_reported_not_read(hidden_shards: Path, tmp_path: Path) -> None:
@@ -104,7 +105,8 @@ def test_samples_that_contradict_the_manifest_are_reported_not_read(hidden_shard
     manifest["splits"]["test"].update(labeled=True, positives={name: 0 for name in CLASSES})
     write_manifest(copy, manifest)
     with pytest.warns(CorruptSampleWarning, match="labels are null but manifest.json says the split is labeled"):
-        batches = list(eval_loader(copy, split="test", batch_size=2, rank=0, world_size=1, num_workers=0))
+        batches = list(eval_loader(copy, split="test", batch_size=2, rank=0, world_size=1, num_workers=0,
+                                   image_size=32))
     assert batches == []  # the trainer's exactly-once check then names every missing id
 
 
