@@ -18,7 +18,7 @@ import numpy as np
 
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import NUM_CLASSES
-from shards.manifest import MANIFEST_NAME, load_manifest, split_entry
+from shards.manifest import MANIFEST_NAME, is_labeled, load_manifest, split_entry
 from shards.sources import SPLITS, SourceError, open_source
 
 _SHOWN = 5  # ids named in a message; the count says how many more there are
@@ -56,6 +56,9 @@ def voc_split_labels(path: str | Path, split: str = "test") -> tuple[list[str], 
                 bad.append(f"Annotations/{image_id}.xml ({err})")
     finally:
         source.close()
+    if ids and len(bad) == len(ids) and all(b.endswith("(missing)") for b in bad):
+        raise LabelError(f"--voc {path}: split '{split}' has no annotations (labels hidden): there is nothing to "
+                         f"score against; its labels are with whoever handed it out (a course or challenge server)")
     if bad:
         raise LabelError(f"--voc {path}: {len(bad)} annotation(s) of split '{split}' cannot be read: "
                          f"{_first(bad)}; fix or restore them")
@@ -79,6 +82,10 @@ def shard_split_labels(shards_dir: str | Path, split: str = "test") -> tuple[lis
     manifest.json would score a submission against the wrong images."""
     shards_dir = Path(shards_dir)
     entry = split_entry(load_manifest(shards_dir), split, shards_dir)  # ManifestError lists the splits
+    if not is_labeled(entry):
+        raise LabelError(f"{shards_dir}: split '{split}' was packed without annotations (labels hidden): there is "
+                         f"nothing to score against; its labels are with whoever handed it out (a course or "
+                         f"challenge server)")
     labels: dict[str, list[int]] = {}
     seen: list[str] = []
     for name in entry["shards"]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from shards.classes import CLASSES, NUM_CLASSES
 from trainer.metrics import average_precisions
 from trainer.outputs import ap_table, write_per_class_ap, write_submission, write_summary
-from trainer.plots import plot_history
+from trainer.plots import history_figures, plot_history
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -90,6 +90,21 @@ def test_plot_history_writes_both_pngs(tmp_path):
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         assert png.stat().st_size > 5_000  # axes, curves and labels, not an empty canvas
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["loss.png", "map.png"]
+
+
+def test_plots_say_what_they_show_and_mark_sparse_evaluations():
+    # The demo's shape: evaluated at epochs 1, 9 and 18 only, a first val loss ~10x the later ones.
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": {1: 1.37, 9: 0.15, 18: 0.14}.get(e),
+             "train_map": {1: 0.1, 9: 0.4, 18: 0.6}.get(e), "val_map": {1: 0.1, 9: 0.35, 18: 0.5}.get(e)}
+            for e in range(1, 19)]
+    loss, mean_ap = history_figures(rows, title="demo (vocnet), test mAP 0.5391")
+    loss_ax, map_ax = loss.axes[0], mean_ap.axes[0]
+    assert loss_ax.get_title() == "Loss: demo (vocnet), test mAP 0.5391" and "test mAP 0.5391" in map_ax.get_title()
+    assert loss_ax.get_yscale() == "log", "a linear axis lets the first val loss flatten the curve"
+    lines = {line.get_label(): line for line in (*loss_ax.get_lines(), *map_ax.get_lines())}
+    assert lines["train"].get_linestyle() == "-" and len(lines["train"].get_xdata()) == 18
+    sparse = lines["val (evaluated at 3 of 18 epochs)"]
+    assert sparse.get_linestyle() == ":" and sparse.get_marker() == "o" and list(sparse.get_xdata()) == [1, 9, 18]
 
 
 def test_plot_history_with_only_train_loss(tmp_path):

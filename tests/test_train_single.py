@@ -33,6 +33,10 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(sha
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mixed_precision"] == "bf16" and summary["world_size"] == 1
     assert 0 <= summary["test_map"] <= 1
+    # wall_seconds spans both process lifetimes: the first one's time up to its checkpoint, then the resume's
+    # (every epoch's time in history.csv lies inside them).
+    assert 0 < state.wall_seconds < summary["wall_seconds"]
+    assert summary["wall_seconds"] >= sum(float(r["seconds"]) for r in history(out))
 
 
 @pytest.mark.slow

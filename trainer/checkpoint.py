@@ -48,6 +48,9 @@ class RunState:
     # full and every process trains the same number): only sums that cannot be derived are kept.
     partial_loss_sum: float = 0.0  # sum over processes of their per-batch losses in that partial epoch
     partial_seconds: float = 0.0  # wall seconds of training already spent on the partial epoch
+    # Wall seconds of the run up to this checkpoint, summed over its process lifetimes (a resume
+    # adds its own; work lost after a checkpoint by a kill is not counted).
+    wall_seconds: float = 0.0
     best_val_map: float | None = None
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # history.csv rows of the finished epochs

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-from shards.manifest import load_manifest
+from shards.manifest import is_labeled, load_manifest, skipped_ids
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from trainer.config import ConfigError, TrainConfig
 from trainer.signals import start_workers
@@ -25,8 +25,12 @@ class ShardStream:
 
     def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        splits = load_manifest(cfg.shards)["splits"]
+        manifest = load_manifest(cfg.shards)
+        splits = manifest["splits"]
         self.split_ids = {split: splits[split]["ids"] for split in ("train", "val", "test")}
+        self._labeled = {split: is_labeled(splits[split]) for split in ("train", "val", "test")}
+        # Ids the split's ImageSets list names but `shards.pack --skip-bad` left out: no score for them.
+        self.skipped_at_pack = {split: skipped_ids(manifest, split) for split in ("train", "val", "test")}
         self._train_split = splits["train"]
         batches = steps_per_epoch(cfg.shards, batch_size=cfg.batch_size, world_size=world_size)
         batches = min(batches, DEBUG_BATCHES) if cfg.debug else batches
@@ -35,6 +39,10 @@ class ShardStream:
         # Whole accumulation windows only: an unfinished one would leak its gradients into the
         # next epoch and is in no checkpoint.
         self.batches = batches - batches % cfg.grad_accum
+
+    def is_labeled(self, split: str) -> bool:
+        """False for a split packed without annotations (hidden test labels): scores, no metric."""
+        return self._labeled[split]
 
     def train_positives(self) -> tuple[dict[str, int], int]:
         """(images with each class, images) of the train split, for --pos-weight auto."""

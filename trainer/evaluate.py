@@ -40,8 +40,8 @@ class EvalResult:
     ids: list[str]  # sorted, equal to the split's ids in the manifest
     scores: np.ndarray  # float32 [N, 20]: sigmoid of logits 1..20 (background left out)
     states: np.ndarray  # int8 [N, 20]: devkit labels 1 / 0 (difficult only) / -1
-    loss: float | None  # mean loss per image over the split; None without loss_fn
-    metrics: dict  # trainer.metrics.average_precisions(states, scores)
+    loss: float | None  # mean loss per image over the split; None without loss_fn or labels
+    metrics: dict | None  # trainer.metrics.average_precisions(states, scores); None for a split without labels
 
 
 def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:
@@ -102,13 +102,16 @@ def evaluate(
     expected_ids: Sequence[str],
     loss_fn: LossFn | None = None,
     split: str = "eval",
+    labeled: bool = True,
 ) -> EvalResult:
     """Score every image of a split once across all ranks; the same result on every rank.
 
     loader yields (uint8 images [B, 3, S, S], int8 states [B, 20], ids) for this rank's
     share (shards.reader.eval_loader with this process's rank). expected_ids: the split's
     ids from the manifest. loss_fn(logits [B, 21], targets [B, 21]) returns the batch mean.
-    split only names the split in error messages. The model's train/eval mode is restored.
+    split only names the split in error messages. labeled=False (labels hidden: the states are
+    placeholders) scores and checks the ids but computes no loss and no metrics. The model's
+    train/eval mode is restored.
     """
     if not expected_ids:
         raise ValueError(f"split '{split}' has no images in the manifest: nothing to evaluate")
@@ -117,7 +120,7 @@ def evaluate(
     net.eval()
     try:
         with torch.no_grad():
-            local = _local_pass(net, loader, accelerator, loss_fn)
+            local = _local_pass(net, loader, accelerator, loss_fn if labeled else None)
     finally:
         net.train(was_training)
 
@@ -129,13 +132,13 @@ def evaluate(
     scores = np.concatenate([s for _, s, _, _ in gathered])
     states = np.concatenate([s for _, _, s, _ in gathered])
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None else None
+    loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None and labeled else None
     return EvalResult(
         ids=[ids[i] for i in order],
         scores=scores[order],
         states=states[order],
         loss=loss,
-        metrics=average_precisions(states[order], scores[order]),
+        metrics=average_precisions(states[order], scores[order]) if labeled else None,
     )
 
 
@@ -143,4 +146,5 @@ def evaluate_split(model: nn.Module, data: ShardStream, split: str, accelerator:
                    loss_fn: LossFn | None = None) -> EvalResult:
     """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
     batches, expected_ids = data.eval(split)
-    return evaluate(model, batches, accelerator, expected_ids=expected_ids, loss_fn=loss_fn, split=split)
+    return evaluate(model, batches, accelerator, expected_ids=expected_ids, loss_fn=loss_fn, split=split,
+                    labeled=data.is_labeled(split))

@@ -43,25 +43,33 @@ def _best_is_usable(run_dir: Path, state: RunState, say: Callable) -> bool:
 
 
 def _test_block(result: EvalResult) -> dict:
-    return {"test_map": result.metrics["map"], "test_map_voc07": result.metrics["map_voc07"],
-            "test_loss": result.loss, "missing_classes": result.metrics["missing"]}
+    """The test figures of one model; all None when the test labels are hidden."""
+    metrics = result.metrics or {"map": None, "map_voc07": None, "missing": None}
+    return {"test_map": metrics["map"], "test_map_voc07": metrics["map_voc07"], "test_loss": result.loss,
+            "missing_classes": metrics["missing"]}
 
 
 def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: RunState, *,
                            data: ShardStream, loss_fn: torch.nn.Module, say: Callable, console: Console,
                            wall_seconds: float) -> dict:
-    """Collective (every rank evaluates its share); only the main process writes files. Returns the summary."""
-    run_dir = Path(cfg.out)
+    """Collective (every rank evaluates its share); only the main process writes files. Returns the summary.
+
+    Test labels hidden (the split was packed without annotations): only the model that writes
+    submission.csv is scored, and there is no test metric, AP table or per_class_ap.csv.
+    """
+    run_dir, labeled = Path(cfg.out), data.is_labeled("test")
     start = time.time()
-    final = evaluate_split(model, data, "test", accelerator, loss_fn)
+    best_usable = _best_is_usable(run_dir, state, say)
+    if cfg.test_with == "best" and not best_usable:
+        say("--test-with best: the best-val model is the final one (or unknown); using the final model")
+    used_name = "best" if cfg.test_with == "best" and best_usable else "final"
+    final = evaluate_split(model, data, "test", accelerator, loss_fn) if labeled or used_name == "final" else None
     best = None
-    if _best_is_usable(run_dir, state, say):
+    if best_usable and (labeled or used_name == "best"):
         checkpoint.load_best(accelerator, model, run_dir)
         best = evaluate_split(model, data, "test", accelerator, loss_fn)
-    used_name = "best" if cfg.test_with == "best" and best is not None else "final"
-    if cfg.test_with == "best" and best is None:
-        say("--test-with best: the best-val model is the final one (or unknown); using the final model")
     used = best if used_name == "best" else final
+    skipped = data.skipped_at_pack["test"]
 
     history = state.history
     rates = [row["images_per_s"] for row in history if row.get("images_per_s")]
@@ -71,33 +79,55 @@ def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn
         "world_size": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision,
         "debug": cfg.debug,
+        "test_labeled": labeled,
         **_test_block(used),
         "submission_model": used_name,
         "submission_epoch": state.best_epoch if used_name == "best" else state.epoch,
-        "per_class_ap": dict(zip(CLASSES, used.metrics["ap"])),
-        "per_class_ap_voc07": dict(zip(CLASSES, used.metrics["ap_voc07"])),
-        "final_model": _test_block(final),
+        "submission_rows": len(used.ids),
+        "test_skipped_at_pack": {"count": len(skipped), "ids": skipped},
+        "per_class_ap": dict(zip(CLASSES, used.metrics["ap"])) if labeled else None,
+        "per_class_ap_voc07": dict(zip(CLASSES, used.metrics["ap_voc07"])) if labeled else None,
+        "final_model": None if final is None else _test_block(final),
         "best_model": None if best is None else {"epoch": state.best_epoch, **_test_block(best)},
         "best_val_map": state.best_val_map,
         "best_val_epoch": state.best_epoch,
+        # every process lifetime of the run up to its checkpoints, plus this one's test
         "wall_seconds": wall_seconds + time.time() - start,
         # training throughput of all processes together, mean over epochs (evaluation not counted)
         "images_per_s": sum(rates) / len(rates) if rates else None,
-        "metric": "test_map: sklearn average_precision_score per class, mean over classes with positives; "
-                  "test_map_voc07: 11-point interpolated, difficult-only images ignored",
+        "metric": ("test_map: sklearn average_precision_score per class, mean over classes with positives; "
+                   "test_map_voc07: 11-point interpolated as the VOC devkit's Python ports, difficult-only "
+                   "images ignored") if labeled else
+                  "no test metric: the test split was packed without annotations (labels hidden); "
+                  "submission.csv holds the scores to hand in",
     }
     if accelerator.is_main_process:
         outputs.write_submission(run_dir / "submission.csv", used.ids, used.scores)
-        outputs.write_per_class_ap(run_dir / "per_class_ap.csv", used.metrics)
-        plots.plot_history(history, run_dir)
+        if labeled:
+            outputs.write_per_class_ap(run_dir / "per_class_ap.csv", used.metrics)
+        plots.plot_history(history, run_dir, title=plot_title(run_dir, cfg.model, summary["test_map"]))
         outputs.write_summary(run_dir / "summary.json", summary)
-        console.print(outputs.ap_table(used.metrics, title=f"Test AP, {used_name} model ({cfg.model})"))
-        if best is not None:
+        if labeled:
+            console.print(outputs.ap_table(used.metrics, title=f"Test AP, {used_name} model ({cfg.model})"))
+        else:
+            say(f"test labels hidden (manifest): submission.csv holds scores for {len(used.ids)} images; no test metric")
+        if labeled and best is not None:
             other = final if used is best else best
             say(f"test mAP of the {'final' if used is best else 'best-val'} model: {other.metrics['map']:.4f}")
+        if skipped:
+            more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            say(f"[yellow]submission.csv has {len(skipped)} fewer rows than the test list: ids "
+                f"{', '.join(skipped[:10])}{more} were skipped at pack time (manifest.json 'skipped')[/yellow]")
         if cfg.debug:
             say(f"[yellow]--debug: the test metrics and submission.csv cover only {len(used.ids)} test images")
-        say(f"outputs in {run_dir}: summary.json, submission.csv ({used_name} model), per_class_ap.csv, "
-            "history.csv, loss.png, map.png, config.yaml, checkpoints/")
-    accelerator.log({"test_map": used.metrics["map"]}, step=cfg.epochs)
+        say(f"outputs in {run_dir}: summary.json, submission.csv ({used_name} model), "
+            f"{'per_class_ap.csv, ' if labeled else ''}history.csv, loss.png, map.png, config.yaml, checkpoints/")
+    if labeled:
+        accelerator.log({"test_map": used.metrics["map"]}, step=cfg.epochs)
     return summary
+
+
+def plot_title(run_dir: Path, model: str, test_map: float | None) -> str:
+    """What a plot handed in on its own must say: which run, which model, how it did."""
+    result = "test labels hidden" if test_map is None else f"test mAP {test_map:.4f}"
+    return f"{run_dir.name} ({model}), {result}"

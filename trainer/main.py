@@ -75,12 +75,12 @@ def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: Sh
     say(f"logits {tuple(logits.shape)} [{logits.min():.3f}, {logits.max():.3f}]")
 
 
-def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerator) -> RunState:
+def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerator, wall_seconds: float) -> RunState:
     """The run state after `so_far.batch` batches of the next epoch (collective: sums the loss over ranks).
     `state` is the epoch's start, which a resumed epoch's partial sums are already part of."""
     loss_sum = accelerator.reduce(so_far.loss_sum.detach().clone(), "sum").item()
     return replace(state, step_in_epoch=so_far.batch, partial_loss_sum=state.partial_loss_sum + loss_sum,
-                   partial_seconds=state.partial_seconds + so_far.seconds)
+                   partial_seconds=state.partial_seconds + so_far.seconds, wall_seconds=wall_seconds)
 
 
 def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..., None]) -> RunState:
@@ -147,6 +147,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
 
     # --- fresh start or resume
     state = start_or_resume(cfg, accelerator, say)
+    # The run's clock: this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds).
+    run_start = wall_start - state.wall_seconds
     if cfg.log_with != "none":
         accelerator.init_trackers("voc-trainer", config={k: str(v) if v is None else v for k, v in as_dict(cfg).items()})
     say(f"{cfg.model}: {world} process(es) on {accelerator.device}, {data.batches} batches of {cfg.batch_size} per "
@@ -173,8 +175,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
                 periodic = bool(cfg.checkpoint_every_steps) and \
                     ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
                 if stopped or (periodic and so_far.batch < data.batches):  # the epoch's end has its own
-                    path = checkpoint.save_checkpoint(accelerator, run_dir, mid_epoch_state(state, so_far, accelerator),
-                                                      keep=cfg.keep_checkpoints)
+                    part = mid_epoch_state(state, so_far, accelerator, time.time() - run_start)
+                    path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
                     say(f"checkpoint {path}")
                 if stopped:
                     break
@@ -187,7 +189,7 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
                                    f"{data.batches} batches on process {accelerator.process_index}")
 
             # Mean train loss over every batch of every rank (those before a resume included).
-            trained = mid_epoch_state(state, so_far, accelerator)
+            trained = mid_epoch_state(state, so_far, accelerator, time.time() - run_start)
             row = {"epoch": epoch, "train_loss": trained.partial_loss_sum / (data.batches * world), "val_loss": None,
                    "val_map": None, "train_map": None, "lr": epoch_lr,
                    "images_per_s": data.batches * cfg.batch_size * world / max(trained.partial_seconds, 1e-9)}
@@ -204,8 +206,8 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
             row["seconds"] = time.time() - epoch_start + state.partial_seconds
 
             # --- checkpoint, then the history row (only now that its checkpoint exists)
-            state = RunState(epoch=epoch, best_val_map=state.best_val_map, best_epoch=state.best_epoch,
-                             history=[*state.history, row])
+            state = RunState(epoch=epoch, wall_seconds=time.time() - run_start, best_val_map=state.best_val_map,
+                             best_epoch=state.best_epoch, history=[*state.history, row])
             checkpoint.save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
             if accelerator.is_main_process:
                 outputs.write_history(run_dir / "history.csv", state.history)
@@ -217,7 +219,7 @@ def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
                 return {"stopped": True, "epoch": epoch}
 
     summary = test_and_write_outputs(cfg, accelerator, model, state, data=data, loss_fn=loss_fn, say=say,
-                                     console=progress.console, wall_seconds=time.time() - wall_start)
+                                     console=progress.console, wall_seconds=time.time() - run_start)
     accelerator.end_training()
     return summary
 
