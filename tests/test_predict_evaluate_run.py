@@ -24,7 +24,7 @@ from shards.classes import CLASSES
 from shards.reader import decode_rgb
 from train_helpers import ROOT, TINY, env, run, single
 from trainer import evaluate_run, predict
-from trainer.main import build_model
+from trainer.network import build_model
 from trainer.run_model import PRETRAINED_SUFFIX, architecture
 from trainer.settings import TrainConfig
 

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from models import create_model, describe
+from models import describe
 from shards.transforms import normalize
 from trainer import checkpoint, outputs
 from trainer.checkpoint import RunState
@@ -30,6 +30,7 @@ from trainer.data import ShardStream
 from trainer.evaluate import evaluate_split
 from trainer.final_eval import test_and_write_outputs
 from trainer.loop import EpochSoFar, train_updates
+from trainer.network import build_model
 from trainer.progress import TrainProgress
 from trainer.provenance import write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
@@ -37,29 +38,6 @@ from trainer.signals import StopSignal
 
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
 PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
-
-
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """Registry model with only the options the user set; checks it maps S x S images to 21 logits."""
-    options = {"weights": cfg.weights} if cfg.weights else {}
-    if cfg.freeze_features:
-        options["freeze_features"] = True
-    try:
-        model = create_model(cfg.model, **options)
-    except FileNotFoundError as err:  # pretrained weights not on this machine: the message says where to put them
-        raise ConfigError(f"--weights: {err}") from err
-    except ValueError as err:  # an option this model does not take, or an unreadable weights file
-        raise ConfigError(f"--model {cfg.model}{f' --weights {cfg.weights}' if cfg.weights else ''}: {err}") from err
-    model.eval()
-    with torch.no_grad():  # one tiny forward now beats a shape error deep inside epoch 1
-        try:
-            out = model(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
-        except (RuntimeError, ValueError) as err:
-            raise ConfigError(f"--image-size {cfg.image_size}: model '{cfg.model}' cannot take "
-                              f"{cfg.image_size}x{cfg.image_size} inputs (try 227): {err}") from err
-    if out.shape != (1, 21):
-        raise ConfigError(f"--model {cfg.model}: emits {tuple(out.shape)}, expected (1, 21) logits")
-    return model.train()
 
 
 def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: ShardStream, image_size: int, device: torch.device) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from trainer.atomic import atomic_write
 
@@ -49,6 +49,8 @@ def _figure(ylabel: str, title: str, curves: list[tuple[str, str]], rows: Sequen
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, never 2.5
     if log_scale:
         ax.set_yscale("log")
+        for axis_ticks in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_ticks(FormatStrFormatter("%.2g"))  # 0.6, not 6 x 10^-1
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both" if log_scale else "major")

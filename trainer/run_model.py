@@ -28,7 +28,7 @@ from models import list_models
 from shards.transforms import normalize
 from trainer.checkpoint import STATE_FILE, checkpoints
 from trainer.config_yaml import read_run_settings
-from trainer.main import build_model
+from trainer.network import build_model
 from trainer.settings import ConfigError, TrainConfig
 
 WEIGHTS_FILE = "model.safetensors"  # what accelerator.save_state / save_model write
