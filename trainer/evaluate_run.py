@@ -23,7 +23,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from rich.console import Console
 from torch import nn
@@ -31,6 +30,7 @@ from torch import nn
 from shards.classes import CLASSES
 from shards.manifest import ManifestError, is_labeled, load_manifest, split_entry
 from shards.reader import eval_loader
+from trainer.cli import OneLineParser, refuse
 from trainer import outputs
 from trainer.evaluate import EvalResult, evaluate
 from trainer.recipe import auto_pos_weight, build_loss
@@ -83,14 +83,9 @@ def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path
     }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, as for every other refusal, instead of argparse's usage block.
-        self.exit(2, f"error: {message} (see python -m trainer.evaluate_run --help)\n")
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m trainer.evaluate_run", description=__doc__,
+    parser = OneLineParser(prog="python -m trainer.evaluate_run", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a training run's --out (holds config.yaml)")
     parser.add_argument("--weights", metavar="WEIGHTS", help=f"{WEIGHT_CHOICES} (default: best if the run has it, "
@@ -117,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shards, manifest = labeled_split(cfg, args.shards, args.split)
         run, accelerator, note = open_run(args.run, cfg, args.weights, cpu=args.cpu)
     except ConfigError as err:
-        return _refuse(str(err))
+        return refuse(str(err))
     console.print(f"{cfg.model} at {cfg.image_size} px on {accelerator.device}, weights {run.weights.described}; "
                   f"split {args.split} of {shards}" + (f" ({note})" if note else ""))
     loss_fn = run_loss(cfg, manifest)
@@ -131,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           expected_ids=manifest["splits"][args.split]["ids"],
                           loss_fn=None if loss_fn is None else loss_fn.to(accelerator.device))
     except RuntimeError as err:  # the shards do not hold exactly the manifest's ids: the message says which
-        return _refuse(str(err))
+        return refuse(str(err))
 
     out = args.out or Path(args.run) / f"eval-{run.weights.label}-{args.split}"
     try:
@@ -142,18 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run, result, split=args.split, shards=shards, run_dir=args.run, precision=accelerator.mixed_precision,
             device=str(accelerator.device)))
     except OSError as err:
-        return _refuse(f"--out {out}: cannot write there ({err}); pick a writable folder")
+        return refuse(f"--out {out}: cannot write there ({err}); pick a writable folder")
     console.print(outputs.ap_table(result.metrics, title=f"{args.split} AP, {run.weights.label} weights ({cfg.model})"))
     loss = "-" if result.loss is None else f"{result.loss:.4f}"
     console.print(f"{len(result.ids)} images; loss {loss}; outputs in {out}: summary.json, per_class_ap.csv"
                   + (", submission.csv" if args.split == "test" else ""))
     return 0
 
-
-def _refuse(message: str) -> int:
-    # One line whatever the message holds, so scripts can grep it and nothing looks like a crash.
-    print("error: " + " ".join(message.splitlines()), file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from rich.table import Table
 from shards.classes import CLASSES, NUM_CLASSES
 from shards.presets import eval_transform
 from shards.reader import decode_rgb, decode_rgb_pil
+from trainer.cli import OneLineParser, refuse
 from trainer.outputs import write_submission
 from trainer.run_model import WEIGHT_CHOICES, RunModel, class_scores, open_run, run_settings
 from trainer.settings import ConfigError
@@ -137,14 +137,9 @@ def summary_line(scored: int, unreadable: Sequence[tuple[Path, str]]) -> str:
     return f"{scored} images scored, {len(unreadable)} unreadable" + (f": {listed}" if listed else "")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, as for every other refusal, instead of argparse's usage block.
-        self.exit(2, f"error: {message} (see python -m trainer.predict --help)\n")
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m trainer.predict", description=__doc__,
+    parser = OneLineParser(prog="python -m trainer.predict", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGES_OR_FOLDERS")
     parser.add_argument("--run", type=Path, required=True, help="a training run's --out (holds config.yaml)")
@@ -171,27 +166,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_ids(files)
         run, accelerator, note = open_run(args.run, run_settings(args.run), args.weights, cpu=args.cpu)
     except ConfigError as err:
-        return _refuse(str(err))
+        return refuse(str(err))
     console.print(f"{run.cfg.model} at {run.cfg.image_size} px on {accelerator.device}, weights "
                   f"{run.weights.described}" + (f" ({note})" if note else ""))
     scored, scores, unreadable = score_files(files, run, accelerator, args.batch_size)
     if not scored:
-        return _refuse(f"none of the images could be scored: {summary_line(0, unreadable)}")
+        return refuse(f"none of the images could be scored: {summary_line(0, unreadable)}")
     console.print(top_table(scored, scores, args.top, title=f"Top {args.top} classes, {run.weights.label} weights"))
     console.print(summary_line(len(scored), unreadable))
     if args.out is not None:
         try:
             write_submission(args.out, [path.stem for path in scored], scores)
         except OSError as err:
-            return _refuse(f"--out {args.out}: cannot write it ({err}); pick a writable path")
+            return refuse(f"--out {args.out}: cannot write it ({err}); pick a writable path")
         console.print(f"wrote {args.out} ({len(scored)} rows, submission.csv format)")
     return 0
 
-
-def _refuse(message: str) -> int:
-    # One line whatever the message holds, so scripts can grep it and nothing looks like a crash.
-    print("error: " + " ".join(message.splitlines()), file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from shards.classes import CLASSES
 from shards.labels import LabelError, shard_split_labels, voc_split_labels
 from shards.manifest import ManifestError
 from shards.sources import SourceError
+from trainer.cli import OneLineParser, refuse
 
 HEADER = ["id", *CLASSES]
 _SHOWN = 5  # ids named in a message; the count says how many there are in all
@@ -150,14 +151,9 @@ def scores_json(metrics: dict, images: int) -> dict:
     return {"map": metrics["map"], "map_voc07": metrics["map_voc07"], **per_class, "images": images}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, as for every other refusal, instead of argparse's usage block.
-        self.exit(2, f"error: {message} (see python -m trainer.score --help)\n")
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m trainer.score", description=__doc__,
+    parser = OneLineParser(prog="python -m trainer.score", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submission", type=Path, metavar="SUBMISSION.csv",
                         help="id,aeroplane,...,tvmonitor, one row per image (a run's submission.csv)")
@@ -182,9 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids, states = shard_split_labels(args.shards, args.split)
         scores = align(submission, args.submission, ids, args.split, labels_from)
     except (SubmissionError, LabelError, SourceError, ManifestError) as err:
-        return _refuse(str(err))
+        return refuse(str(err))
     except (OSError, tarfile.TarError) as err:
-        return _refuse(f"{labels_from}: cannot read it ({err}); check the path and its permissions")
+        return refuse(f"{labels_from}: cannot read it ({err}); check the path and its permissions")
 
     # Deferred: sklearn and matplotlib take seconds to import, and a refusal should come at once.
     from rich.console import Console
@@ -202,14 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             write_summary(args.json, scores_json(metrics, len(ids)))
         except OSError as err:
-            return _refuse(f"--json {args.json}: cannot write it ({err}); pick a writable path")
+            return refuse(f"--json {args.json}: cannot write it ({err}); pick a writable path")
     return 0
 
-
-def _refuse(message: str) -> int:
-    # One line whatever the message holds, so scripts can grep it and nothing looks like a crash.
-    print("error: " + " ".join(message.splitlines()), file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":
