@@ -1,0 +1,140 @@
+"""Every experiment of a suite in one command: `python -m trainer.suite SUITE --shards DIR --runs RUNS [FLAGS...]`.
+
+Suites are data (configs/suites.yaml, or --suites FILE): `report` (the reference report's nine
+runs), `part1a`, `ablation`, `ours`; `--list` shows them. Each run is its own directory
+RUNS/<name>, trained by `python trainer/main.py --config RECIPE --shards DIR --out RUNS/<name>
+[FLAGS...]` in one process, so a report recipe keeps the report's batch of 50. A finished run
+(summary.json) is skipped, an unfinished one resumes, one that fails is reported and the rest go
+on; exit status 0 only when every run of the suite has finished. See trainer.suite_run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import typing
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from trainer.config import validate
+from trainer.settings import ConfigError, TrainConfig, flag
+from trainer.suite_board import Board
+from trainer.suite_run import execute, plan_job
+from trainer.suites import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
+
+EPILOG = f"""\
+Trailing flags are trainer flags (python trainer/main.py --help) applied to every run, e.g.
+--epochs 1 --workers 0 for a smoke pass. A flag that changes a recipe's fixed part
+({', '.join(flag(n) for n in RECIPE_FIELDS)}) is refused for each run whose recipe it changes,
+unless --allow-recipe-change; trainer.report then lists how each run differs from its recipe.
+Epochs, seed, precision, evaluation and speed flags are not the recipe's kind and always apply.
+
+--launcher slurm (each run a task of one job array of the cluster scripts) is not part of this
+version: the cluster scripts are being written separately. Run the suite inside one allocation.
+
+Then: python -m trainer.report RUNS --out RUNS/REPORT.md"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, like the trainer's
+        raise SuiteError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m trainer.suite", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("suite", nargs="?", help="the suite to run (see --list)")
+    parser.add_argument("--shards", help="shards directory (python -m shards.pack --out)")
+    parser.add_argument("--runs", help="directory of the run directories, one per experiment: RUNS/<run name>")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="experiments at once: one per GPU on a GPU node (at most the visible GPUs), "
+                             "else N CPU processes sharing the cores (default 1)")
+    parser.add_argument("--allow-recipe-change", action="store_true",
+                        help="let trailing flags change a recipe's fixed part (the report lists the differences)")
+    parser.add_argument("--suites", default=str(SUITES_FILE), help=f"suites file (default {shown_path(SUITES_FILE)})")
+    parser.add_argument("--list", action="store_true", help="list the suites and their runs, then exit")
+    return parser
+
+
+def print_suites(suites: dict, console: Console) -> None:
+    for suite in suites.values():
+        console.print(f"[bold]{suite.name}[/bold]  {suite.about}", highlight=False, soft_wrap=True)
+        width = max(len(run.name) for run in suite.runs)
+        for run in suite.runs:
+            console.print(f"  {run.name:<{width}}  {shown_path(run.recipe)}", highlight=False, soft_wrap=True)
+
+
+def gpu_devices(parallel: int, cpu: bool) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES value per slot (None: CPU). One experiment per GPU, never several on one."""
+    if cpu or not torch.cuda.is_available():
+        return [None] * parallel
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else \
+        [str(i) for i in range(torch.cuda.device_count())]
+    if parallel > len(ids):
+        raise SuiteError(f"--parallel {parallel}: {len(ids)} GPU(s) visible and the suite runs one experiment per "
+                         f"GPU; use --parallel {len(ids)} or fewer (or --cpu to run CPU processes)")
+    return ids[:parallel]
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    if not console.is_terminal:  # a log: lines are not wrapped, so neither should the table be at 80 columns
+        console = Console(width=160)
+    try:
+        args, flags = build_parser().parse_known_args(argv)
+        suites = load_suites(args.suites)
+        if args.list:
+            print_suites(suites, console)
+            return 0
+        suite, given = _check(args, flags, suites)
+        devices = gpu_devices(args.parallel, bool(given.get("cpu")))
+    except (SuiteError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runs = Path(args.runs)
+    jobs = [plan_job(run, shards=args.shards, runs=runs, flags=flags, given=given,
+                     allow_change=args.allow_recipe_change) for run in suite.runs]
+    threads = max(1, (os.cpu_count() or 1) // args.parallel) if devices[0] is None and args.parallel > 1 else None
+    board = Board(jobs, console, title=f"suite {suite.name}: {runs}")
+    with board:
+        for job in jobs:
+            if job.state != "queued":
+                board.say(job, f"{job.state}" + (f": {job.note}" if job.note else ""))
+        stopped_by = execute(jobs, devices, board, threads=threads)
+    finished = [job for job in jobs if job.finished]
+    others = [job for job in jobs if not job.finished]
+    counts = ", ".join(f"{sum(j.state == s for j in others)} {s}" for s in dict.fromkeys(j.state for j in others))
+    console.print(f"{len(finished)} of {len(jobs)} runs finished" + (f"; {counts}" if counts else "") +
+                  (f" (stopped by {stopped_by})" if stopped_by else ""), highlight=False, soft_wrap=True)
+    if finished:
+        console.print(f"report: python -m trainer.report {runs} --out {runs / 'REPORT.md'}", highlight=False,
+                      soft_wrap=True)
+    return 0 if not others else 1
+
+
+def _check(args: argparse.Namespace, flags: list[str], suites: dict) -> tuple:
+    """The suite and the trailing flags as {field: value}; SuiteError/ConfigError on bad input."""
+    if not args.suite:
+        raise SuiteError("name a suite (one of: " + ", ".join(suites) + "), or --list")
+    if args.suite not in suites:
+        raise SuiteError(f"unknown suite '{args.suite}' in {args.suites}; known: {', '.join(suites)}")
+    for name in ("shards", "runs"):
+        if not getattr(args, name):
+            raise SuiteError(f"--{name} is required")
+    if args.parallel < 1:
+        raise SuiteError(f"--parallel must be >= 1, got {args.parallel}")
+    given = given_flags(flags)
+    taken = [flag(name) for name in SUITE_SETS if name in given]
+    if taken:
+        raise SuiteError(f"{', '.join(taken)}: the suite sets --config, --out and --resume for each run "
+                         "(recipe, RUNS/<name>, resume when unfinished); drop them")
+    validate(TrainConfig(shards=args.shards, out=str(Path(args.runs) / ".suite-check")))  # the shards, once
+    return suites[args.suite], given
+
+
+if __name__ == "__main__":
+    sys.exit(main())

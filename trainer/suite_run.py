@@ -1,0 +1,170 @@
+"""Planning and running a suite's experiments, each as `python trainer/main.py --config RECIPE ...`.
+
+Plan (before anything runs, so every problem shows at once): a run with summary.json is
+finished and skipped; one whose trailing flags change its recipe is refused (unless allowed);
+one with a complete checkpoint resumes (--resume); its command line is then checked exactly as
+the trainer checks it (trainer.config.parse_config) and its model built, which catches a missing
+pretrained weights file with the trainer's own message (where to put it), a model that cannot
+take the image size, and settings a resume cannot change.
+
+Execute: at most len(devices) processes at once, one experiment per device (one process each:
+the recipe's batch is per process, so a run never spreads over several GPUs). A process's
+output goes to RUN/suite.log. A stop (Ctrl-C, SIGTERM) starts nothing more, passes SIGTERM to
+the running trainers, which checkpoint and exit, and waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from models import PretrainedWeightsMissing
+from trainer.checkpoint import latest_checkpoint
+from trainer.config import parse_config
+from trainer.config_yaml import read_run_record
+from trainer.main import build_model
+from trainer.provenance import PROJECT_DIR
+from trainer.settings import ConfigError, as_dict
+from trainer.suite_board import (BAD_SETTINGS, DONE, FAILED, FINISHED_BEFORE, NO_WEIGHTS, NOT_STARTED, QUEUED,
+                                 REFUSED, RUNNING, STOPPED, Board, Job)
+from trainer.suites import RUNTIME_FIELDS, Run, describe_changes, recipe_changes, recipe_settings, shown_path
+
+TRAINER = PROJECT_DIR / "trainer" / "main.py"
+POLL_S = 0.5  # how often the running processes and their history.csv are looked at
+
+
+def plan_job(run: Run, *, shards: str, runs: Path, flags: list[str], given: dict, allow_change: bool) -> Job:
+    """The job for one run, in its first state: finished before, refused, no weights, bad settings or queued."""
+    job = Job(run, runs / run.name)
+    job.argv = ["--config", str(run.recipe), "--shards", shards, "--out", str(job.run_dir), *flags]
+    summary_file = job.run_dir / "summary.json"
+    if summary_file.is_file():
+        job.state, job.summary = FINISHED_BEFORE, json.loads(summary_file.read_text())
+        job.epochs = job.summary.get("epochs")
+        job.note = _finished_differently(run, job.run_dir, given)
+        job.brief = "trained with other settings than this call's (see above)" if job.note else ""
+        return job
+    changes = recipe_changes(run.recipe, given)
+    if changes and not allow_change:
+        flags_named = " ".join(f"--{name.replace('_', '-')}" for name in changes)
+        job.state, job.brief = REFUSED, f"flags change the recipe: {describe_changes(changes)}"
+        job.note = (f"{flags_named} would change the recipe of {shown_path(run.recipe)} ({describe_changes(changes)}); "
+                    "pass --allow-recipe-change to run it anyway (trainer.report lists what differs)")
+        return job
+    if latest_checkpoint(job.run_dir) is not None:
+        job.argv.append("--resume")
+        job.note = "resumes from its latest checkpoint"
+    try:
+        cfg = parse_config(job.argv)
+        job.epochs = cfg.epochs
+        build_model(cfg)  # the trainer's own check of model, weights and image size (then dropped)
+    except ConfigError as err:
+        missing = isinstance(err.__cause__, PretrainedWeightsMissing)
+        job.state, job.note = (NO_WEIGHTS if missing else BAD_SETTINGS), str(err)
+        job.brief = "the pretrained weights file is not on this machine" if missing else ""
+    return job
+
+
+def _finished_differently(run: Run, run_dir: Path, given: dict) -> str:
+    """A note when a finished run was trained with other settings than this call would use."""
+    try:
+        recorded = read_run_record(run_dir).get("settings") or {}
+    except ConfigError:
+        return ""
+    now = {**as_dict(recipe_settings(run.recipe)), **given}
+    differ = {k: (recorded.get(k), v) for k, v in now.items() if k not in RUNTIME_FIELDS and recorded.get(k) != v}
+    if not differ:
+        return ""
+    said = ", ".join(f"{k} {old} (this call: {new})" for k, (old, new) in differ.items())
+    return f"skipped; it was trained with {said}: delete {run_dir} to train it again"
+
+
+def execute(jobs: list[Job], devices: list[str | None], board: Board, *, threads: int | None) -> str | None:
+    """Run the queued jobs; returns the name of what stopped the suite early (None when it ran through)."""
+    queue = [job for job in jobs if job.state == QUEUED]
+    free, running = list(devices), []
+    stopped_by: list[str] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stopped_by.append("SIGTERM")
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        while queue or running:
+            try:
+                while queue and free and not stopped_by:
+                    job = queue.pop(0)
+                    _start(job, free.pop(0), board, threads)
+                    running.append(job)
+                time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                stopped_by.append("Ctrl-C")
+            if stopped_by:
+                for job in running:
+                    _stop(job, board, stopped_by[0])
+            for job in [job for job in running if job.proc.poll() is not None]:
+                running.remove(job)
+                free.append(job.device)
+                _finish(job, board)
+            board.refresh()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for job in queue:
+        job.state, job.note = NOT_STARTED, f"the suite was stopped by {stopped_by[0]}"
+    return stopped_by[0] if stopped_by else None
+
+
+def _start(job: Job, device: str | None, board: Board, threads: int | None) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(threads)  # N CPU runs share the cores instead of each taking all
+    command = [sys.executable, str(TRAINER), *job.argv]
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "a") as log:
+        log.write(f"=== trainer.suite {datetime.now().isoformat(timespec='seconds')}"
+                  f"{'' if device is None else f' CUDA_VISIBLE_DEVICES={device}'}: {' '.join(command)}\n")
+        log.flush()
+        job.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    job.state, job.device, job.started = RUNNING, device, time.monotonic()
+    where = "" if device is None else f" on GPU {device}"
+    board.say(job, f"{'resuming' if '--resume' in job.argv else 'starting'}{where} (output in {job.log})")
+
+
+def _stop(job: Job, board: Board, why: str) -> None:
+    if job.proc.poll() is None and not job.asked_to_stop:
+        job.asked_to_stop = True
+        job.proc.send_signal(signal.SIGTERM)  # the trainer saves a checkpoint at its next step and exits 0
+        board.say(job, f"{why}: asked to stop (SIGTERM); it saves a checkpoint, the next call resumes it")
+
+
+def _finish(job: Job, board: Board) -> None:
+    code, summary_file = job.proc.returncode, job.run_dir / "summary.json"
+    if code == 0 and summary_file.is_file():
+        job.state, job.summary = DONE, json.loads(summary_file.read_text())
+        mean_ap = job.summary.get("test_map")
+        result = "test labels hidden" if mean_ap is None else \
+            f"test mAP {mean_ap:.4f} (VOC07 11-point {job.summary['test_map_voc07']:.4f})"
+        job.note = f"{result}, {job.summary['wall_seconds']:.0f} s"
+        job.brief = f"{job.summary.get('submission_model', 'final')} model's figures"
+    elif code == 0:
+        job.state, job.note = STOPPED, "stopped with a checkpoint; the next call resumes it"
+    else:
+        job.state = FAILED
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        job.brief = f"{how}: {_last_error(job.log)}"
+        job.note = f"{job.brief} (output in {job.log})"
+    board.say(job, f"{job.state}: {job.note}")
+
+
+def _last_error(log: Path) -> str:
+    """The trainer's `error: ...` line, else the last line of a traceback, else nothing."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines[-1:] or ["no output"])[-1]
