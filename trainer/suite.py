@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -25,17 +26,15 @@ from trainer.suite_board import Board
 from trainer.suite_run import execute, plan_job
 from trainer.suites import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
 
-EPILOG = f"""\
-Trailing flags are trainer flags (python trainer/main.py --help) applied to every run, e.g.
---epochs 1 --workers 0 for a smoke pass. A flag that changes a recipe's fixed part
-({', '.join(flag(n) for n in RECIPE_FIELDS)}) is refused for each run whose recipe it changes,
-unless --allow-recipe-change; trainer.report then lists how each run differs from its recipe.
-Epochs, seed, precision, evaluation and speed flags are not the recipe's kind and always apply.
-
---launcher slurm (each run a task of one job array of the cluster scripts) is not part of this
-version: the cluster scripts are being written separately. Run the suite inside one allocation.
-
-Then: python -m trainer.report RUNS --out RUNS/REPORT.md"""
+EPILOG = "\n\n".join(textwrap.fill(paragraph, 100, break_on_hyphens=False) for paragraph in (
+    "Trailing flags are trainer flags (python trainer/main.py --help) applied to every run, e.g. "
+    "--epochs 1 --workers 0 for a smoke pass. A flag that changes a recipe's fixed part "
+    f"({', '.join(flag(n) for n in RECIPE_FIELDS)}) is refused for each run whose recipe it changes, unless "
+    "--allow-recipe-change; trainer.report then lists how each run differs from its recipe. Epochs, seed, "
+    "precision, evaluation and speed flags are not the recipe's kind and always apply.",
+    "--launcher slurm (each run a task of one job array of the cluster scripts) is not part of this version: "
+    "the cluster scripts are being written separately. Run the suite inside one allocation.",
+    "Then: python -m trainer.report RUNS --out RUNS/REPORT.md"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,16 +44,18 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m trainer.suite", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                     usage="%(prog)s SUITE --shards DIR --runs RUNS [--parallel N] [--allow-recipe-change] "
+                           "[--suites FILE] [TRAINER FLAGS...] | --list",
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("suite", nargs="?", help="the suite to run (see --list)")
-    parser.add_argument("--shards", help="shards directory (python -m shards.pack --out)")
-    parser.add_argument("--runs", help="directory of the run directories, one per experiment: RUNS/<run name>")
-    parser.add_argument("--parallel", type=int, default=1,
+    parser.add_argument("--shards", metavar="DIR", help="shards directory (python -m shards.pack --out)")
+    parser.add_argument("--runs", metavar="RUNS", help="directory of the run directories, one per experiment: RUNS/<run name>")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
                         help="experiments at once: one per GPU on a GPU node (at most the visible GPUs), "
                              "else N CPU processes sharing the cores (default 1)")
     parser.add_argument("--allow-recipe-change", action="store_true",
                         help="let trailing flags change a recipe's fixed part (the report lists the differences)")
-    parser.add_argument("--suites", default=str(SUITES_FILE), help=f"suites file (default {shown_path(SUITES_FILE)})")
+    parser.add_argument("--suites", default=str(SUITES_FILE), metavar="FILE", help=f"suites file (default {shown_path(SUITES_FILE)})")
     parser.add_argument("--list", action="store_true", help="list the suites and their runs, then exit")
     return parser
 
@@ -96,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runs = Path(args.runs)
-    jobs = [plan_job(run, shards=args.shards, runs=runs, flags=flags, given=given,
-                     allow_change=args.allow_recipe_change) for run in suite.runs]
+    console.print(f"checking the {len(suite.runs)} runs of suite {suite.name} (settings, models, weights)",
+                  highlight=False)
+    try:
+        jobs = [plan_job(run, shards=args.shards, runs=runs, flags=flags, given=given,
+                         allow_change=args.allow_recipe_change) for run in suite.runs]
+    except KeyboardInterrupt:
+        console.print("interrupted while checking the runs: nothing was started")
+        return 130
     threads = max(1, (os.cpu_count() or 1) // args.parallel) if devices[0] is None and args.parallel > 1 else None
     board = Board(jobs, console, title=f"suite {suite.name}: {runs}")
     with board:

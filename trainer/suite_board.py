@@ -105,7 +105,8 @@ class Board:
                 seconds = time.monotonic() - job.started
             else:
                 seconds = (job.summary or {}).get("wall_seconds")
-            epochs = f"{job.epochs_done()}/{job.epochs}" if job.epochs else str(job.epochs_done() or "")
+            done = job.epochs_done()
+            epochs = "" if not done and job.state != RUNNING else f"{done}/{job.epochs}" if job.epochs else str(done)
             style = _STYLE.get(job.state, "")
             table.add_row(job.run.name, f"[{style}]{job.state}[/{style}]", epochs, _map(job.summary, "test_map"),
                           _map(job.summary, "test_map_voc07"), _clock(seconds),

@@ -10,7 +10,7 @@ take the image size, and settings a resume cannot change.
 Execute: at most len(devices) processes at once, one experiment per device (one process each:
 the recipe's batch is per process, so a run never spreads over several GPUs). A process's
 output goes to RUN/suite.log. A stop (Ctrl-C, SIGTERM) starts nothing more, passes SIGTERM to
-the running trainers, which checkpoint and exit, and waits for them.
+the running trainers, which checkpoint and exit 0, and waits for them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from trainer.config import parse_config
 from trainer.config_yaml import read_run_record
 from trainer.main import build_model
 from trainer.provenance import PROJECT_DIR
-from trainer.settings import ConfigError, as_dict
+from trainer.settings import ConfigError, as_dict, flag
 from trainer.suite_board import (BAD_SETTINGS, DONE, FAILED, FINISHED_BEFORE, NO_WEIGHTS, NOT_STARTED, QUEUED,
                                  REFUSED, RUNNING, STOPPED, Board, Job)
 from trainer.suites import RUNTIME_FIELDS, Run, describe_changes, recipe_changes, recipe_settings, shown_path
@@ -52,7 +52,7 @@ def plan_job(run: Run, *, shards: str, runs: Path, flags: list[str], given: dict
         return job
     changes = recipe_changes(run.recipe, given)
     if changes and not allow_change:
-        flags_named = " ".join(f"--{name.replace('_', '-')}" for name in changes)
+        flags_named = " ".join(flag(name) for name in changes)
         job.state, job.brief = REFUSED, f"flags change the recipe: {describe_changes(changes)}"
         job.note = (f"{flags_named} would change the recipe of {shown_path(run.recipe)} ({describe_changes(changes)}); "
                     "pass --allow-recipe-change to run it anyway (trainer.report lists what differs)")
@@ -91,19 +91,18 @@ def execute(jobs: list[Job], devices: list[str | None], board: Board, *, threads
     free, running = list(devices), []
     stopped_by: list[str] = []
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        stopped_by.append("SIGTERM")
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # Recorded, not raised: a KeyboardInterrupt at an arbitrary point could lose track of a process.
+    # A terminal's Ctrl-C reaches the trainers too (same process group); they get SIGTERM on top,
+    # which they take as the same stop (only a second SIGINT aborts a trainer).
+    def on_signal(signum: int, frame: object) -> None:
+        stopped_by.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while queue or running:
-            try:
-                while queue and free and not stopped_by:
-                    job = queue.pop(0)
-                    _start(job, free.pop(0), board, threads)
-                    running.append(job)
-                time.sleep(POLL_S)
-            except KeyboardInterrupt:
-                stopped_by.append("Ctrl-C")
+            while queue and free and not stopped_by:
+                job = queue.pop(0)
+                _start(job, free.pop(0), board, threads)
+                running.append(job)
             if stopped_by:
                 for job in running:
                     _stop(job, board, stopped_by[0])
@@ -111,9 +110,13 @@ def execute(jobs: list[Job], devices: list[str | None], board: Board, *, threads
                 running.remove(job)
                 free.append(job.device)
                 _finish(job, board)
+            if stopped_by and not running:
+                break
             board.refresh()
+            time.sleep(POLL_S)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for job in queue:
         job.state, job.note = NOT_STARTED, f"the suite was stopped by {stopped_by[0]}"
     return stopped_by[0] if stopped_by else None
@@ -152,7 +155,7 @@ def _finish(job: Job, board: Board) -> None:
         result = "test labels hidden" if mean_ap is None else \
             f"test mAP {mean_ap:.4f} (VOC07 11-point {job.summary['test_map_voc07']:.4f})"
         job.note = f"{result}, {job.summary['wall_seconds']:.0f} s"
-        job.brief = f"{job.summary.get('submission_model', 'final')} model's figures"
+        job.brief = f"figures of the {job.summary['submission_model']} model (epoch {job.summary['submission_epoch']})"
     elif code == 0:
         job.state, job.note = STOPPED, "stopped with a checkpoint; the next call resumes it"
     else:
