@@ -96,7 +96,8 @@ class Board:
 
     def table(self) -> Table:
         table = Table(title=self.title)
-        for name, width in (("run", None), ("state", 15), ("epochs", 6), ("test mAP", 8), ("VOC07", 6), ("time", 7)):
+        longest = max(len(job.run.name) for job in self.jobs)
+        for name, width in (("run", longest), ("state", 15), ("epochs", 6), ("test mAP", 8), ("VOC07", 6), ("time", 7)):
             table.add_column(name, justify="left" if name in ("run", "state") else "right", no_wrap=True,
                              min_width=width)
         table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=70)  # the whole note: a line above
