@@ -28,7 +28,7 @@ from models import PretrainedWeightsMissing
 from trainer.checkpoint import latest_checkpoint
 from trainer.config import parse_config
 from trainer.config_yaml import read_run_record
-from trainer.main import build_model
+from trainer.network import build_model
 from trainer.provenance import PROJECT_DIR
 from trainer.settings import ConfigError, as_dict, flag
 from trainer.suite_board import (BAD_SETTINGS, DONE, FAILED, FINISHED_BEFORE, NO_WEIGHTS, NOT_STARTED, QUEUED,
