@@ -27,6 +27,7 @@ import yaml
 
 from models import check_model_name
 from shards.manifest import is_labeled, load_manifest
+from trainer import run_lock
 from trainer.config_yaml import read_run_settings, read_yaml
 from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, ConfigError, TrainConfig, as_dict, flag,
                               scalar_type)
@@ -62,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
+def parse_config(argv: list[str] | None = None, *, check_in_use: bool = False) -> TrainConfig:
     """Command line (+ optional YAML, + the run's own settings on --resume) -> validated TrainConfig.
 
     Raises ConfigError on a bad or malformed value, and on --resume when a setting the checkpoint
-    fixes (FROZEN_ON_RESUME) differs from the run's RUN/config.yaml.
+    fixes (FROZEN_ON_RESUME) differs from the run's RUN/config.yaml. check_in_use: see validate.
     """
     cli = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
     from_yaml = read_yaml(cli["config"]) if cli.get("config") else {}
@@ -75,7 +76,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     cfg = TrainConfig(**{**saved, **chosen})
     sources = {name: saved_path for name in set(saved) - set(chosen)}
     sources |= {name: cfg.config for name in set(from_yaml) - set(cli)}
-    validate(cfg, sources)
+    validate(cfg, sources, check_in_use=check_in_use)
     if saved_path:
         _check_unchanged(cfg, saved, saved_path, sources)
     return cfg
@@ -95,10 +96,13 @@ def _where(name: str, sources: dict[str, str]) -> str:
     return f"{flag(name)} (from {sources[name]})" if sources.get(name) else flag(name)
 
 
-def validate(cfg: TrainConfig, sources: dict[str, str] | None = None) -> None:
+def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_in_use: bool = False) -> None:
     """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built).
 
     ``sources`` maps a field to the YAML file its value came from, so the error names that file.
+    ``check_in_use``: also refuse an --out another run holds now. Only for a check made before
+    the launch (`python -m trainer.config`): a rank must not peek, since its own main process may
+    already hold the lock (trainer/run_lock.py takes it and tells every rank).
     """
     def fail(name: str, why: str) -> None:
         raise ConfigError(f"{_where(name, sources or {})}: {why}")
@@ -110,6 +114,9 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None) -> None:
     for name in ("shards", "out"):
         if not getattr(cfg, name):
             fail(name, "is required")
+    holder = run_lock.holder(cfg.out) if check_in_use else None
+    if holder:
+        fail("out", f"{cfg.out} is in use by another run ({holder}); wait for it to end, or choose another folder")
     shards = Path(cfg.shards)
     if not shards.is_dir():
         fail("shards", f"no such directory {shards}; give the --out of `python -m shards.pack`")
@@ -176,7 +183,7 @@ def _runs_on_cpu(cfg: TrainConfig) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """``python -m trainer.config ARGS``: validate like the trainer, print the resolved settings."""
     try:
-        cfg = parse_config(argv)
+        cfg = parse_config(argv, check_in_use=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from trainer.network import build_model
 from trainer.progress import TrainProgress
 from trainer.provenance import write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
+from trainer.run_lock import RunDirLock
 from trainer.signals import StopSignal
 
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
@@ -84,17 +85,18 @@ def train(cfg: TrainConfig) -> dict:
     """Run the whole training described by a validated config; returns the summary (every rank)."""
     # Stop signals are caught from the start: one that comes during set-up stops the run at the
     # first stop check with a checkpoint, instead of killing a process its peers wait for.
-    with StopSignal() as stop:
-        return _train(cfg, stop)
+    with StopSignal() as stop, RunDirLock(cfg.out) as run_dir_lock:
+        return _train(cfg, stop, run_dir_lock)
 
 
-def _train(cfg: TrainConfig, stop: StopSignal) -> dict:
+def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict:
     wall_start = time.time()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
         log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=cfg.out,
         step_scheduler_with_optimizer=False,  # we step it once per real update: see recipe.build_scheduler
     )
+    run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/run_lock.py)
     run_dir, world = Path(cfg.out), accelerator.num_processes
     if cfg.debug and world > 1:
         raise ConfigError("--debug runs one process: start it with `python trainer/main.py --debug ...`")
