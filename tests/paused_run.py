@@ -5,16 +5,18 @@
 
 Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training batches
 (the real shards.reader.train_loader as trainer.data uses it, workers and all) stops before handing over batch
-BATCH (0-based) of epoch EPOCH: it writes FILE and waits until the process has received a
-stop signal (SIGTERM, SIGUSR1 or SIGINT), then goes on. A test waits for FILE, signals,
-and knows exactly where the run was: no sleep before the signal, no race with a fast box.
-The trainer's own handler still receives the signal (it is chained, not replaced). SIGKILL
-tests use the marker alone.
+BATCH (0-based) of epoch EPOCH: it writes its pid into FILE and waits until the process has
+received a stop signal (SIGTERM, SIGUSR1 or SIGINT), then goes on. A test waits for FILE,
+signals, and knows exactly where the run was: no sleep before the signal, no race with a fast
+box. The trainer's own handler still receives the signal (it is chained, not replaced). SIGKILL
+tests use the marker alone. --signals N waits for N signals and appends a line to FILE after
+each but the last, so a test can send the next one only once the previous one has been handled.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -29,20 +31,27 @@ from trainer.signals import STOP_SIGNALS
 WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
 
 
-def wait_for_stop_signal(marker: Path) -> None:
-    """Write `marker`, then block until a stop signal has gone through the trainer's handler."""
+def wait_for_stop_signal(marker: Path, signals: int = 1) -> None:
+    """Write `marker`, then block until `signals` stop signals have gone through the trainer's handler."""
     received = threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    count = 0
 
     def chained(signum: int, frame: object) -> None:
+        nonlocal count
         handler = previous[signal.Signals(signum)]
         if callable(handler):
             handler(signum, frame)
-        received.set()
+        count += 1
+        if count < signals:
+            with open(marker, "a") as fh:
+                fh.write(f"handled {signal.Signals(signum).name}\n")
+        else:
+            received.set()
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, chained)
-    marker.write_text("paused\n")
+    marker.write_text(f"{os.getpid()}\n")
     deadline = time.monotonic() + WAIT_LIMIT_S
     # Short waits: the main thread runs Python signal handlers between them.
     while not received.wait(0.05):
@@ -56,8 +65,8 @@ class PausedLoader:
     """A train loader that pauses before one batch; iter() starts the real loader's workers at once,
     so they still start where the trainer shields them from stop signals (trainer.signals)."""
 
-    def __init__(self, loader: Iterable, pause_before: int, marker: Path) -> None:
-        self.loader, self.pause_before, self.marker = loader, pause_before, marker
+    def __init__(self, loader: Iterable, pause_before: int, marker: Path, signals: int = 1) -> None:
+        self.loader, self.pause_before, self.marker, self.signals = loader, pause_before, marker, signals
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -68,7 +77,7 @@ class PausedLoader:
     def _batches(self, batches: Iterator) -> Iterator:
         for index, batch in enumerate(batches):
             if index == self.pause_before:
-                wait_for_stop_signal(self.marker)
+                wait_for_stop_signal(self.marker, self.signals)
             yield batch
 
 
@@ -76,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pause-at", required=True, help="EPOCH:BATCH, 1-based epoch, 0-based batch")
     parser.add_argument("--marker", required=True, type=Path)
+    parser.add_argument("--signals", type=int, default=1, help="stop signals to wait for before going on")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
@@ -84,7 +94,7 @@ def main() -> None:
     def train_loader(*a, **kw):
         loader = real_train_loader(*a, **kw)
         if kw["epoch"] == epoch and kw["rank"] == 0:
-            return PausedLoader(loader, batch, args.marker)
+            return PausedLoader(loader, batch, args.marker, args.signals)
         return loader
 
     trainer.data.train_loader = train_loader

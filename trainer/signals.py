@@ -12,11 +12,21 @@ PyTorch's workers die on SIGTERM; the training process then fails at an arbitrar
 ("DataLoader worker is killed by signal") instead of saving. `start_workers` therefore
 starts a loader's workers with the stop signals blocked: a child inherits the signal mask,
 so the signal stays pending in the workers and only the training process acts on it.
+
+The price: a worker no longer dies on SIGTERM, which is also how multiprocessing ends daemonic
+children when the interpreter exits. A process leaving with its loaders still running (an
+exception, a peer rank that died and broke a collective, a second Ctrl-C) would then wait for
+its workers forever, or until a launcher kills it 30 s later. So at exit, workers started
+here that still run are killed with SIGKILL before multiprocessing waits for them: they only
+read shards, there is nothing of theirs to save.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
+import weakref
 from collections.abc import Iterable, Iterator
 from types import FrameType
 
@@ -59,10 +69,24 @@ class StopSignal:
         return self.received.name if self.received is not None else "another process"
 
 
+_shielded_workers: weakref.WeakSet = weakref.WeakSet()  # worker processes started with the stop signals blocked
+
+
 def start_workers(loader: Iterable, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator:
     """iter(loader) with `signals` blocked while its worker processes are forked (see module doc)."""
+    before = set(multiprocessing.active_children())
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         return iter(loader)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is delivered now
+        _shielded_workers.update(set(multiprocessing.active_children()) - before)
+
+
+@atexit.register  # registered after multiprocessing's exit handler, so it runs before it
+def _kill_shielded_workers() -> None:
+    alive = [worker for worker in _shielded_workers if worker.is_alive()]
+    if alive:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would call each a failed worker
+    for worker in alive:
+        worker.kill()

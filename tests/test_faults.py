@@ -1,0 +1,56 @@
+"""A trainer leaves promptly when it cannot go on: a peer rank died, or the user aborted.
+
+Both used to hang in the exit: multiprocessing ends a process's loader workers with SIGTERM,
+which they block (trainer.signals), and then waits for them. With a launcher the survivor
+stayed 30 s until the launcher's SIGKILL; without one it waited forever.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+from train_helpers import TINY, ddp, kill_launch, single, start, wait_until
+from trainer.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path):
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "run.log"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY]
+    # Rank 0 pauses before epoch 1's batch 2; rank 1 goes on and waits for it in a collective.
+    proc = start(ddp(args, paused=("1:2", marker)), log)
+    wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
+    os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)  # rank 0 alone, not its loader worker
+    proc.wait(timeout=240)
+    text = log.read_text()
+    # The launcher's report: rank 0 was killed; rank 1 failed on its own (exit 1) instead of being
+    # SIGKILLed by the launcher after its 30 s grace period (exit -9).
+    failures = dict(re.findall(r"rank\s+: (\d) \(local_rank: \d\)\n\s+exitcode\s+: (-?\d+)", text))
+    assert failures == {"0": "-9", "1": "1"}, text[-5000:]
+    assert "Connection closed by peer" in text or "Connection reset by peer" in text, text[-5000:]
+
+
+def test_a_second_ctrl_c_aborts_the_run_at_once(shards_dir, tmp_path):
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "run.log"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, "--batch-size", "2"]
+    cmd = single(args, paused=("2:0", marker))
+    cmd[2:2] = ["--signals", "2"]  # paused_run option: stay paused until a second signal
+    proc = start(cmd, log)
+    wait_until(marker.exists, proc, log)
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "handled SIGINT" in marker.read_text(), proc, log)  # the first one is recorded
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        kill_launch(proc)
+        pytest.fail("the aborted run hung in its exit, waiting for its loader worker")
+    text = log.read_text()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in text, text[-4000:]
+    assert latest_checkpoint(out)[0].name == "epoch_0001"  # aborted: no stop checkpoint in epoch 2
