@@ -5,11 +5,15 @@
 #   ./launch.sh train ARGS      accelerate launch trainer/main.py ARGS on every local GPU (2 CPU procs without)
 #   ./launch.sh bench ARGS      python -m shards.bench ARGS (loader throughput)
 #   ./launch.sh setup           only create/refresh .venv
+# Paths given to train and bench are read where you are, not in the repository.
 set -euo pipefail
+CALLER=$(pwd)
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
+# The training script; the tests point this at tests/paused_run.py (a real run paused at a chosen batch).
+TRAIN_SCRIPT=${VOC_TRAIN_SCRIPT:-$ROOT/trainer/main.py}
 
 setup() {
     # Re-install when pyproject.toml changed since the last install, so a pulled
@@ -24,8 +28,6 @@ setup() {
 
 # Processes for a local run: one per GPU; on a CPU-only box 2 gloo processes
 # (docs/NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one).
-# `exec`: the launcher replaces this shell, so a scheduler's or Ctrl-C's signal reaches it
-# and the command returns only when the trainers have saved and stopped.
 local_launch() {
     local ngpu
     ngpu=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
@@ -33,12 +35,41 @@ local_launch() {
         local mp=bf16
         "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_bf16_supported() else 1)' || mp=fp16
         local multi=(); (( ngpu > 1 )) && multi=(--multi_gpu)
-        exec "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
-            --mixed_precision "$mp" --dynamo_backend no trainer/main.py --mixed-precision "$mp" "$@"
+        run_launcher "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
+            --mixed_precision "$mp" --dynamo_backend no "$TRAIN_SCRIPT" --mixed-precision "$mp" "$@"
     else
-        ACCELERATE_USE_CPU=true exec "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
-            --num_machines 1 --mixed_precision no --dynamo_backend no trainer/main.py "$@"
+        ACCELERATE_USE_CPU=true run_launcher "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
+            --num_machines 1 --mixed_precision no --dynamo_backend no "$TRAIN_SCRIPT" "$@"
     fi
+}
+
+# Stop signals go to the trainers, not to the launcher. Signalled itself, torch's launcher
+# raises SignalException: it prints a traceback and exits 1 even when every trainer saved and
+# stopped. So the launcher runs in a process group of its own (a terminal's Ctrl-C reaches
+# only this shell), this shell forwards Ctrl-C, SIGTERM and SIGUSR1 to the trainer processes
+# (the launcher's children, each in a session of its own; a second Ctrl-C still aborts them),
+# and the command returns the launcher's exit status once the trainers have saved and stopped:
+# 0 then, as the trainer's own exit status says.
+run_launcher() {
+    "$PY" -c 'import os, sys; os.setpgid(0, 0); os.execvp(sys.argv[1], sys.argv[1:])' "$@" &
+    LAUNCHER=$!
+    trap 'forward INT' INT; trap 'forward TERM' TERM HUP; trap 'forward USR1' USR1
+    local status
+    while :; do
+        FORWARDED=0
+        wait "$LAUNCHER" && status=0 || status=$?
+        (( FORWARDED && status > 128 )) || break  # a forwarded signal only interrupted the wait
+    done
+    trap - INT TERM HUP USR1
+    return "$status"
+}
+
+forward() {
+    FORWARDED=1
+    local trainers=""
+    command -v pgrep > /dev/null && trainers=$(pgrep -P "$LAUNCHER" || true)
+    # No trainer yet (the launcher is still starting): nothing to save, the launcher gets it.
+    kill -s "$1" ${trainers:-$LAUNCHER} 2> /dev/null || true
 }
 
 cmd=${1:-help}; shift || true
@@ -62,14 +93,19 @@ case "$cmd" in
         ;;
     train)
         setup
-        # Settings are checked once here: a bad flag is one clear line, not a traceback per process.
+        cd "$CALLER"
+        for arg in "$@"; do  # the help once, from one process (not once per process after a launch)
+            [[ $arg == -h || $arg == --help ]] && exec "$PY" -m trainer.config --help
+        done
+        # Settings are checked once here: a bad flag (or an --out another run holds) is one clear
+        # line, not a traceback per process.
         resolved=$("$PY" -m trainer.config "$@")
         if grep -qx "debug: true" <<< "$resolved"; then
-            exec "$PY" trainer/main.py "$@"  # --debug is one process by design
+            exec "$PY" "$TRAIN_SCRIPT" "$@"  # --debug is one process by design
         fi
         local_launch "$@"
         ;;
-    bench) setup; exec "$PY" -m shards.bench "$@" ;;
+    bench) setup; cd "$CALLER"; exec "$PY" -m shards.bench "$@" ;;
     help|-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" ;;
     *) echo "unknown command '$cmd'; try: ./launch.sh help" >&2; exit 2 ;;
 esac
