@@ -32,6 +32,8 @@ from trainer.config_yaml import read_run_settings, read_yaml
 from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, ConfigError, TrainConfig, as_dict, flag,
                               scalar_type)
 
+REQUIRED: tuple[str, ...] = ("shards", "out")
+
 __all__ = ["ConfigError", "TrainConfig", "as_dict", "build_parser", "flag", "parse_config", "validate"]
 
 
@@ -51,15 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a multi-label VOC 2007 classifier (run it with `accelerate launch` for DDP).",
         argument_default=None,
     )
+    required = parser.add_argument_group("required")  # argparse cannot require them: --resume supplies --shards
     for f in dataclasses.fields(TrainConfig):
         kind, meta = scalar_type(f), f.metadata
-        help_text = f"{meta['help']} (default: {f.default})"
+        help_text = meta["help"] if f.default is None else f"{meta['help']} (default: {f.default})"
+        group = required if f.name in REQUIRED else parser
         if kind is bool:
-            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             # metavar None lets argparse show the choices, e.g. {sgd,adam,adamw}
-            parser.add_argument(flag(f.name), dest=f.name, type=kind, choices=meta["choices"],
-                                metavar=None if meta["choices"] else f.name.upper(), help=help_text)
+            group.add_argument(flag(f.name), dest=f.name, type=kind, choices=meta["choices"],
+                               metavar=None if meta["choices"] else f.name.upper(), help=help_text)
     return parser
 
 
@@ -111,9 +115,12 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         choices = f.metadata["choices"]
         if choices and getattr(cfg, f.name) not in choices:
             fail(f.name, f"{getattr(cfg, f.name)!r} is not one of {', '.join(choices)}")
-    for name in ("shards", "out"):
+    for name in REQUIRED:
         if not getattr(cfg, name):
             fail(name, "is required")
+    unwritable = _why_unwritable(Path(cfg.out))
+    if unwritable:
+        fail("out", unwritable)
     holder = run_lock.holder(cfg.out) if check_in_use else None
     if holder:
         fail("out", f"{cfg.out} is in use by another run ({holder}); wait for it to end, or choose another folder")
@@ -168,10 +175,34 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         fail("pos_weight", "positive weights need --loss bce (MultiLabelSoftMarginLoss has none)")
     if cfg.mixed_precision == "fp16" and _runs_on_cpu(cfg):
         fail("mixed_precision", "fp16 needs a GPU; on CPU use bf16 (or no)")
-    if cfg.log_with == "tensorboard":
-        from accelerate.utils import is_tensorboard_available
-        if not is_tensorboard_available():
-            fail("log_with", "tensorboard is not installed: pip install tensorboard (or --log-with none)")
+    if cfg.log_with != "none":
+        from accelerate.tracking import get_available_trackers
+        installed = [str(tracker) for tracker in get_available_trackers()]
+        if cfg.log_with == "all" and not installed:
+            fail("log_with", "no experiment tracker is installed (pip install tensorboard, for one), or use --log-with none")
+        if cfg.log_with != "all" and cfg.log_with not in installed:
+            # Accelerate's tracker names are their pip names (comet_ml too: pip normalizes the underscore).
+            fail("log_with", f"{cfg.log_with} is not installed: pip install {cfg.log_with} (or --log-with none)")
+
+
+def _why_unwritable(out: Path) -> str | None:
+    """Why --out cannot become a run directory, or None. Writes nothing: access(2) sees permissions
+    and read-only mounts (a run then fails at its first write, in every process at once)."""
+    if out.exists() and not out.is_dir():
+        return f"{out} exists and is not a folder; choose a folder for the run"
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so {out} cannot be created; choose another --out"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(existing) else "no write permission"
+        return f"cannot write into {existing} ({why}); choose another --out"
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def _runs_on_cpu(cfg: TrainConfig) -> bool:

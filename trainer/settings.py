@@ -32,7 +32,7 @@ TRACKERS: tuple[str, ...] = ("none", *(tracker.value for tracker in LoggerType))
 @dataclass
 class TrainConfig:
     # --- data and outputs
-    shards: str | None = field(default=None, **_opt("shards directory with manifest.json (required)"))
+    shards: str | None = field(default=None, **_opt("shards directory with manifest.json (required; --resume takes the run's own)"))
     out: str | None = field(default=None, **_opt("run directory for checkpoints and results (required)"))
     config: str | None = field(default=None, **_opt("YAML file of settings; flags on the command line win"))
     # --- model
