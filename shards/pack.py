@@ -10,7 +10,11 @@ entry "labeled": false (shards/manifest.py). A split with only SOME annotations 
 bad input like any other.
 
 Everything is written to a temporary folder next to SHARDS_DIR and renamed at the end, so
-a failed pack never leaves a half-written shard set. Output is deterministic: ids in
+a failed pack never leaves a half-written shard set; one that was killed leaves its hidden
+`.SHARDS_DIR.partial-*` folder, which the next pack into the same place removes (and says so).
+While it runs, a pack holds `.SHARDS_DIR.lock` next to SHARDS_DIR (shards.lock): a second pack
+into the same place is refused at once. The shard folder gets the ordinary mode of a new
+folder (umask), so others can read it on shared storage. Output is deterministic: ids in
 sorted order, fixed tar metadata, no timestamps.
 """
 
@@ -33,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import CLASSES
 from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
+from shards.lock import FolderBusy, FolderLock
 from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
 from shards.sources import SourceError, VocSource, collect_splits, open_source
 
@@ -122,28 +127,56 @@ def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path,
 
 def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console) -> dict:
     """Pack every split found in `voc_paths` into `out`; returns the manifest."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PackError(f"--out {out} already exists and is not an empty folder; remove it or pick another")
+    _check_out(out)
     sources = []
     try:
         for path in voc_paths:
             sources.append(open_source(path))
         splits = collect_splits(sources)
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        try:
-            manifest = _pack_into(staging, splits, options, console)
-            manifest["source"] = [str(p.resolve()) for p in voc_paths]
-            write_manifest(staging, manifest)
-            if out.exists():
-                out.rmdir()  # empty, checked above
-            os.replace(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with pack_lock(out):
+            _check_out(out)  # again: a pack that held the lock until now may have created it
+            _remove_partials(out, console)
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+            try:
+                os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700: nobody else could read the shards
+                manifest = _pack_into(staging, splits, options, console)
+                manifest["source"] = [str(p.resolve()) for p in voc_paths]
+                write_manifest(staging, manifest)
+                if out.exists():
+                    out.rmdir()  # empty, checked above
+                os.replace(staging, out)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         for source in sources:
             source.close()
     return manifest
+
+
+def pack_lock(out: Path) -> FolderLock:
+    """The lock a pack into `out` holds: `.OUT.lock` next to it (`out` does not exist until the end)."""
+    return FolderLock(out.parent / f".{out.name}.lock", f"--out {out}", "being packed by another shards.pack")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PackError(f"--out {out} already exists and is not an empty folder; remove it or pick another")
+
+
+def _remove_partials(out: Path, console: Console) -> None:
+    """Remove what a killed pack into `out` left behind (we hold the lock: no live pack owns them)."""
+    for partial in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        size = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file())
+        shutil.rmtree(partial)
+        console.print(f"removed {partial} ({size / 1e6:.1f} MB), left by an earlier pack into {out} that did "
+                      f"not finish", highlight=False, soft_wrap=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once (packing is single-threaded)
+    os.umask(mask)
+    return mask
 
 
 def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Console) -> dict:
@@ -198,9 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         manifest = pack(args.voc, args.out, options, console)
-    except (SourceError, PackError) as err:
+    except (SourceError, PackError, FolderBusy) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # paths stay unbroken
-        return 2 if isinstance(err, SourceError) else 1
+        return 1 if isinstance(err, PackError) else 2
     for line in summary_lines(manifest):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"packed into {args.out}", highlight=False, soft_wrap=True)

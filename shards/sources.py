@@ -8,11 +8,15 @@ whether an annotation exists, which is how the packer recognises a split with hi
 
 from __future__ import annotations
 
+import lzma
 import re
 import tarfile
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+# What a truncated or damaged archive raises while tarfile reads it (headers or compressed data).
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 SPLITS = ("train", "val", "test")  # trainval is the union of train and val: not packed twice
 _IMAGESET = re.compile(r"^(.*?)ImageSets/Main/(train|val|trainval|test)\.txt$")
 
@@ -72,8 +76,15 @@ class FolderSource(VocSource):
 class TarSource(VocSource):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.tar = tarfile.open(path, mode="r:*")
-        members = self.tar.getmembers()  # one pass over the headers; data stays in the archive
+        try:
+            self.tar = tarfile.open(path, mode="r:*")
+        except _DAMAGED as err:
+            raise _damaged(path, err) from None
+        try:
+            members = self.tar.getmembers()  # one pass over the headers; data stays in the archive
+        except _DAMAGED as err:
+            self.tar.close()
+            raise _damaged(path, err) from None
         prefixes = {m.group(1) for m in map(_IMAGESET.match, (i.name for i in members)) if m}
         if len(prefixes) != 1:
             self.tar.close()
@@ -87,14 +98,22 @@ class TarSource(VocSource):
         info = self.members.get(relative)
         if info is None:
             return None
-        stream = self.tar.extractfile(info)
-        return stream.read() if stream is not None else None
+        try:
+            stream = self.tar.extractfile(info)
+            return stream.read() if stream is not None else None
+        except _DAMAGED as err:
+            raise _damaged(self.path, err) from None
 
     def exists(self, relative: str) -> bool:
         return relative in self.members
 
     def close(self) -> None:
         self.tar.close()
+
+
+def _damaged(path: Path, err: Exception) -> SourceError:
+    return SourceError(f"--voc {path}: the archive is truncated or damaged ({err or type(err).__name__}); "
+                       "download or copy it again")
 
 
 def open_source(path: Path) -> VocSource:
