@@ -2,7 +2,8 @@
 
 {"classes": [20 names],
  "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count"}},
- "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}]}
+ "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}],
+ "sha256": {shard file name: hex digest}}
 
 - "labeled": true for a split packed from its annotations; false for a split whose labels are
   hidden (no id of it has an annotation: a challenge or course test set such as VOC2012 test).
@@ -13,6 +14,8 @@
 - "skipped_count": how many ids of the split's ImageSets list `--skip-bad` left out of the
   shards (so a submission made from them has that many fewer rows); their ids and reasons are in
   "skipped". Older manifests lack the key: read both with skipped_ids().
+- "sha256": each shard file's checksum at pack time (shards.verify checks them; the trainer
+  does before training). Older manifests lack it: shards.verify.has_checksums().
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ a failed pack never leaves a half-written shard set; one that was killed leaves 
 `.SHARDS_DIR.partial-*` folder, which the next pack into the same place removes (and says so).
 While it runs, a pack holds `.SHARDS_DIR.lock` next to SHARDS_DIR (shards.lock): a second pack
 into the same place is refused at once. The shard folder gets the ordinary mode of a new
-folder (umask), so others can read it on shared storage. Output is deterministic: ids in
-sorted order, fixed tar metadata, no timestamps.
+folder (umask), so others can read it on shared storage. manifest.json records each shard's
+sha256 (python -m shards.verify checks them). Output is deterministic: ids in sorted order,
+fixed tar metadata, no timestamps.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare
 from shards.lock import FolderBusy, FolderLock
 from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
 from shards.sources import SourceError, VocSource, collect_splits, open_source
+from shards.verify import file_sha256, shard_names
 
 # 32 per shard gives VOC07 train (2501 images) 79 shards: ranks x workers must never exceed
 # the shard count, and 64 covers e.g. 8 GPUs x 8 workers.
@@ -142,6 +144,7 @@ def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Co
                 os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700: nobody else could read the shards
                 manifest = _pack_into(staging, splits, options, console)
                 manifest["source"] = [str(p.resolve()) for p in voc_paths]
+                manifest["sha256"] = {name: file_sha256(staging / name) for name in shard_names(manifest)}
                 write_manifest(staging, manifest)
                 if out.exists():
                     out.rmdir()  # empty, checked above

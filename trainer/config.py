@@ -27,6 +27,7 @@ import yaml
 
 from models import check_model_name
 from shards.manifest import is_labeled, load_manifest
+from shards.verify import bad_shards, has_checksums, summarize
 from trainer import run_lock
 from trainer.config_yaml import read_run_settings, read_yaml
 from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, ConfigError, TrainConfig, as_dict, flag,
@@ -101,7 +102,8 @@ def _where(name: str, sources: dict[str, str]) -> str:
 
 
 def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_in_use: bool = False) -> None:
-    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built).
+    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built;
+    the shards' checksums are read once).
 
     ``sources`` maps a field to the YAML file its value came from, so the error names that file.
     ``check_in_use``: also refuse an --out another run holds now. Only for a check made before
@@ -133,9 +135,10 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
             f": it is a VOC folder, not shards; pack it first with `python -m shards.pack --voc {shards} --out SHARDS_DIR`"
             if looks_like_voc else "; give the --out of `python -m shards.pack --voc VOCDEVKIT --out SHARDS_DIR`"))
     try:
-        splits = load_manifest(cfg.shards)["splits"]
+        manifest = load_manifest(cfg.shards)
     except Exception as err:  # the manifest's own message names the file and the problem
         fail("shards", str(err))
+    splits = manifest["splits"]
     for split in ("train", "val", "test"):
         if not splits.get(split, {}).get("count"):
             fail("shards", f"manifest has no images in split '{split}'; pack train, val and test")
@@ -144,6 +147,10 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
             fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
                            f"training needs labeled train and val: pack them from a VOC tree with "
                            f"Annotations/ for every {split} id")
+    bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: trainer.data warns
+    if bad:
+        fail("shards", f"{len(bad)} bad shard(s) in {cfg.shards}: {summarize(bad)}; pack again or copy the shard "
+                       f"set again (python -m shards.verify {cfg.shards} checks it)")
     ckpts = Path(cfg.out) / "checkpoints"
     if not cfg.resume and ckpts.is_dir() and any(p.is_dir() for p in ckpts.iterdir()):
         fail("out", f"{cfg.out} already holds checkpoints of a run: pass --resume to continue it, "
