@@ -1,4 +1,8 @@
-"""What the settings check and the small CLIs say to a user who got something wrong (real processes, no training)."""
+"""What the settings check and the small CLIs say to a user who got something wrong (no training).
+
+trainer.config.main is what `./launch.sh train` runs (as `python -m trainer.config`) before it
+starts any process; called in-process here with the same arguments.
+"""
 
 from __future__ import annotations
 
@@ -10,60 +14,53 @@ import pytest
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
 
-from train_helpers import ROOT, env
+from trainer import config, metrics
 
 
-def _check(*args: str) -> subprocess.CompletedProcess:
-    """python -m trainer.config ARGS: what ./launch.sh train runs before it starts any process."""
-    return subprocess.run([sys.executable, "-m", "trainer.config", *args], cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=120)
-
-
-def _one_error_line(done: subprocess.CompletedProcess) -> str:
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+def _one_error_line(status: int, capsys: pytest.CaptureFixture) -> str:
+    captured = capsys.readouterr()
+    assert status == 2, captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     return lines[0]
 
 
 @pytest.mark.parametrize("case", ["existing file", "parent is a file"])
-def test_an_out_that_cannot_be_a_folder_is_one_line_before_any_process_starts(shards_dir, tmp_path, case):
+def test_an_out_that_cannot_be_a_folder_is_one_line_before_any_process_starts(shards_dir, tmp_path, capsys, case):
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder\n")
     out = blocker if case == "existing file" else blocker / "run"
-    line = _one_error_line(_check("--shards", str(shards_dir), "--out", str(out)))
+    line = _one_error_line(config.main(["--shards", str(shards_dir), "--out", str(out)]), capsys)
     assert line.startswith(f"error: --out: {blocker} ") and "choose" in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only-mode folders")
-def test_an_out_in_a_folder_without_write_permission_is_one_line(shards_dir, tmp_path):
+def test_an_out_in_a_folder_without_write_permission_is_one_line(shards_dir, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    line = _one_error_line(_check("--shards", str(shards_dir), "--out", str(locked / "run")))
+    line = _one_error_line(config.main(["--shards", str(shards_dir), "--out", str(locked / "run")]), capsys)
     assert f"cannot write into {locked} (no write permission)" in line
 
 
-def test_a_tracker_that_is_not_installed_is_refused_with_the_install_hint(shards_dir, tmp_path):
+def test_a_tracker_that_is_not_installed_is_refused_with_the_install_hint(shards_dir, tmp_path, capsys):
     installed = {str(t) for t in get_available_trackers()}
     missing = [t.value for t in LoggerType if t.value not in installed and t != LoggerType.ALL]
     if not missing:
         pytest.skip("every tracker Accelerate knows is installed here")
-    line = _one_error_line(_check("--shards", str(shards_dir), "--out", str(tmp_path / "run"), "--log-with", missing[0]))
+    status = config.main(["--shards", str(shards_dir), "--out", str(tmp_path / "run"), "--log-with", missing[0]])
+    line = _one_error_line(status, capsys)
     assert line == f"error: --log-with: {missing[0]} is not installed: pip install {missing[0]} (or --log-with none)"
 
 
 def test_help_shows_shards_and_out_as_required_without_a_none_default():
-    done = subprocess.run([sys.executable, "trainer/main.py", "--help"], cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0
-    required = done.stdout.split("\nrequired:\n", 1)[1]
-    assert required.lstrip().startswith("--shards SHARDS") and "--out OUT" in required, done.stdout
-    assert "(default: None)" not in done.stdout
+    text = config.build_parser().format_help()
+    required = text.split("\nrequired:\n", 1)[1]
+    assert required.lstrip().startswith("--shards SHARDS") and "--out OUT" in required, text
+    assert "(default: None)" not in text
 
 
-def test_metrics_module_points_to_the_scoring_command():
-    run = [sys.executable, "-m", "trainer.metrics"]
-    helped = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_metrics_module_points_to_the_scoring_command(capsys):
+    helped = subprocess.run([sys.executable, "-m", "trainer.metrics", "--help"], capture_output=True, text=True,
+                            timeout=120)  # printed nothing before: the module had no command
     assert helped.returncode == 0 and "python -m trainer.score SUBMISSION.csv" in helped.stdout
-    line = _one_error_line(subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60))
-    assert "python -m trainer.score" in line
+    assert "python -m trainer.score" in _one_error_line(metrics.main([]), capsys)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +28,7 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
-def test_a_second_run_on_a_folder_in_use_is_refused_at_once_naming_the_holder(shards_dir, tmp_path):
+def test_a_second_run_on_a_folder_in_use_is_refused_at_once_and_a_sigkill_frees_it(shards_dir, tmp_path):
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "first.log"
     first = start(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY],
                          paused=("1:0", marker)), log)
@@ -46,8 +44,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_at_once_naming_the_holder(sh
 
         # One process: one line, exit 2.
         alone = _refused(single(second))
-        assert alone.returncode == 2 and _error_lines(alone.stderr) == [line for line in alone.stderr.splitlines()
-                                                                       if line.strip()], alone.stderr
+        assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1, alone.stderr
         assert f"is in use by another run ({holder}" in alone.stderr
 
         # Two processes: the main process refuses and tells the other one; both stop, the reason once.
@@ -59,23 +56,11 @@ def test_a_second_run_on_a_folder_in_use_is_refused_at_once_naming_the_holder(sh
 
         # The first run's record is intact: the second wrote nothing.
         assert yaml.safe_load((out / "config.yaml").read_text())["settings"]["seed"] == 3
-        assert lock_path(out).is_file()
     finally:
-        os.kill(first.pid, signal.SIGTERM)
-        first.wait(timeout=120)
-    assert first.returncode == 0, log.read_text()[-3000:]
-    assert not lock_path(out).exists(), "the lock file outlived its run"
-
-
-def test_the_folder_is_free_again_after_its_run_was_sigkilled(shards_dir, tmp_path):
-    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "killed.log"
-    first = start(single(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY],
-                         paused=("1:0", marker)), log)
-    wait_until(marker.exists, first, log)
-    kill_launch(first)  # the process and its loader workers, as a crash or the OOM killer would
-    assert lock_path(out).is_file()  # left behind, but nobody holds it
-    check = subprocess.run([sys.executable, "-m", "trainer.config", "--shards", str(shards_dir), "--out", str(out),
-                            *TINY], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+        kill_launch(first)  # the process and its loader worker, as a crash or the OOM killer would
+    assert lock_path(out).is_file()  # left behind, but nobody holds it any more
+    check = subprocess.run([sys.executable, "-m", "trainer.config", *second], cwd=ROOT, env=env(),
+                           capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
 
 

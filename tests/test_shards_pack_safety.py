@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tarfile
 
-import pytest
 from rich.console import Console
 
 from shards.pack import PackOptions, pack, pack_lock
