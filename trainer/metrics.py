@@ -21,13 +21,11 @@ None in the lists, named in "missing" and left out of the means.
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import numpy as np
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES, NUM_CLASSES
+from trainer.cli import OneLineParser, refuse
 
 # The ports' thresholds, float quirks included (see the module docstring): not k / 10.
 VOC07_RECALL_POINTS: np.ndarray = np.arange(0.0, 1.1, 0.1)
@@ -112,16 +110,15 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m trainer.metrics`: this module is the metric code, not a command; say which one scores files."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m trainer.metrics",
         description="Per-class AP and mAP (headline and VOC07 11-point) as code for the trainer and trainer.score; "
                     "it scores nothing by itself.",
         epilog="To score a submission CSV: python -m trainer.score SUBMISSION.csv --voc VOC_TEST "
                "(or --shards SHARDS_DIR); console script voc-score.")
     parser.parse_args(argv)
-    print("error: trainer.metrics is the metric code, not a command; to score a submission CSV use "
-          "`python -m trainer.score SUBMISSION.csv --voc VOC_TEST` or `--shards SHARDS_DIR` (voc-score)", file=sys.stderr)
-    return 2
+    return refuse("trainer.metrics is the metric code, not a command; to score a submission CSV use "
+                  "`python -m trainer.score SUBMISSION.csv --voc VOC_TEST` or `--shards SHARDS_DIR` (voc-score)")
 
 
 if __name__ == "__main__":
