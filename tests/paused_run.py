@@ -2,6 +2,7 @@
 
     python tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
     accelerate launch ... tests/paused_run.py --pause-at EPOCH:BATCH --marker FILE -- TRAINER ARGS...
+    python tests/paused_run.py --pause-at final --marker FILE -- TRAINER ARGS...
 
 Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training batches
 (the real shards.reader.train_loader as trainer.data uses it, workers and all) stops before handing over batch
@@ -11,6 +12,9 @@ signals, and knows exactly where the run was: no sleep before the signal, no rac
 box. The trainer's own handler still receives the signal (it is chained, not replaced). SIGKILL
 tests use the marker alone. --signals N waits for N signals and appends a line to FILE after
 each but the last, so a test can send the next one only once the previous one has been handled.
+`--pause-at final` pauses rank 0 after training, before the final test (a stop signal there no
+longer stops the run: it finishes). With --once it pauses only while FILE does not exist yet, so a
+requeued or resubmitted job (tests/test_slurm.py) goes straight on where the first start paused.
 """
 
 from __future__ import annotations
@@ -83,22 +87,35 @@ class PausedLoader:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pause-at", required=True, help="EPOCH:BATCH, 1-based epoch, 0-based batch")
+    parser.add_argument("--pause-at", required=True,
+                        help="EPOCH:BATCH (1-based epoch, 0-based batch), or 'final': before the final test")
     parser.add_argument("--marker", required=True, type=Path)
     parser.add_argument("--signals", type=int, default=1, help="stop signals to wait for before going on")
+    parser.add_argument("--once", action="store_true", help="no pause when the marker already exists")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
+    pause_now = not (args.once and args.marker.exists())
+    if args.pause_at == "final":
+        real_final_test = trainer.main.test_and_write_outputs
+
+        def final_test(cfg, accelerator, *a, **kw):
+            if accelerator.is_main_process and pause_now:
+                wait_for_stop_signal(args.marker, args.signals)
+            return real_final_test(cfg, accelerator, *a, **kw)
+
+        trainer.main.test_and_write_outputs = final_test
+        sys.exit(trainer.main.main(trainer_args))
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
     real_train_loader = trainer.data.train_loader
 
     def train_loader(*a, **kw):
         loader = real_train_loader(*a, **kw)
-        if kw["epoch"] == epoch and kw["rank"] == 0:
+        if kw["epoch"] == epoch and kw["rank"] == 0 and pause_now:
             return PausedLoader(loader, batch, args.marker, args.signals)
         return loader
 
     trainer.data.train_loader = train_loader
-    trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
     sys.exit(trainer.main.main(trainer_args))
 
 
