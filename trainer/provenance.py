@@ -1,19 +1,23 @@
-"""config.yaml: the resolved settings of a run with what made it (git commit, versions, world size)."""
+"""config.yaml: the resolved settings of a run with what made it (git commit, versions, world size,
+and under SLURM the job id, node list and restart count of every start)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from trainer.atomic import atomic_write_text
+from trainer.settings import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-RUN_CONFIG = "config.yaml"  # RUN/config.yaml: {settings: {...}, world_size, device, resumed_from, git, versions}
+RUN_CONFIG = "config.yaml"  # RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
 
 
@@ -38,9 +42,34 @@ def versions() -> dict:
     return found
 
 
+def slurm_start(environ: Mapping[str, str] = os.environ) -> dict | None:
+    """The scheduler's facts about this start ({job_id, nodes, restart_count}), None outside a SLURM job.
+    A requeued job starts again with the same job id and SLURM_RESTART_COUNT one higher."""
+    if "SLURM_JOB_ID" not in environ:
+        return None
+    return {"job_id": environ["SLURM_JOB_ID"], "nodes": environ.get("SLURM_JOB_NODELIST"),
+            "restart_count": int(environ.get("SLURM_RESTART_COUNT") or 0),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _earlier_slurm_starts(run_dir: Path) -> list:
+    from trainer.config_yaml import read_run_record  # here: config_yaml imports RUN_CONFIG from this module
+    try:
+        starts = read_run_record(run_dir).get("slurm") or []
+    except ConfigError:  # an unreadable record: main.py refuses to resume from it before we get here
+        return []
+    return starts if isinstance(starts, list) else []
+
+
 def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
                      resumed_from: str | None) -> None:
-    """Write RUN/config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance."""
+    """Write RUN/config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance. Under
+    SLURM, `slurm` lists every start of the run (earlier ones kept from the previous record)."""
+    run_dir = Path(run_dir)
+    starts = _earlier_slurm_starts(run_dir)
+    this_start = slurm_start()
+    if this_start is not None:
+        starts = [*starts, {**this_start, "resumed_from": resumed_from}]
     record = {
         "settings": settings,
         "world_size": world_size,
@@ -49,5 +78,7 @@ def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: 
         "git": git_state(),
         "versions": versions(),
     }
-    atomic_write_text(Path(run_dir) / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
+    if starts:
+        record["slurm"] = starts
+    atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
 
