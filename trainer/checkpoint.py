@@ -142,6 +142,9 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_model(model, str(tmp))  # writes model.safetensors on the main process
+    # Every process lists tmp inside save_model: renaming it before a slower one has done so
+    # failed that one (FileNotFoundError: .tmp-best, seen in a 2-node SLURM run).
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_text(tmp / STATE_FILE, json.dumps({"epoch": epoch, "val_map": val_map}))
         _readable_by_group(tmp)
