@@ -181,6 +181,9 @@ PartitionName={URGENT} Nodes={','.join(NODES)} MaxTime=INFINITE State=UP Priorit
         return subprocess.run([_find("scontrol"), *args], env=self.env, capture_output=True, text=True,
                               timeout=30, check=check)
 
+    def scancel(self, *args: str) -> None:
+        subprocess.run([_find("scancel"), *args], env=self.env, capture_output=True, timeout=30, check=True)
+
     def node_states(self) -> list[str]:
         """State of each node, in NODES order (a node in several partitions is listed once)."""
         done = subprocess.run([_find("sinfo"), "-h", "-N", "-o", "%N %T"], env=self.env, capture_output=True,

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,7 +114,7 @@ def test_usr1_checkpoints_requeues_once_and_the_requeued_job_resumes(slurm, shar
     out, log, marker = tmp_path / "run", tmp_path / "job.log", tmp_path / "paused"
     job = submit(slurm, log, ["--nodes=2"], train_args(shards_dir, out, "--batch-size", "2"), paused("1:1", marker))
     wait_for(marker.exists, slurm, job, log, "the paused run")
-    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=slurm.env, check=True)  # what --signal=B:USR1 sends
+    slurm.scancel("--batch", "--signal=USR1", job)  # what the time-limit warning (--signal=B:USR1) sends
     sent = time.monotonic()
     wait_for(lambda: log_has(log, "resumed from"), slurm, job, log, "the requeued job's resume")
     print(f"\nUSR1 -> requeued job resumed: {time.monotonic() - sent:.1f} s")
@@ -206,7 +205,7 @@ def test_no_requeue_for_a_finished_run_past_max_restarts_or_with_bad_arguments(s
     bad = submit(slurm, bad_log, ["--nodes=1"], train_args(shards_dir, tmp_path / "bad", "--lr", "-1"))
     for job, marker, log in ((done, done_marker, done_log), (capped, cap_marker, cap_log)):
         wait_for(marker.exists, slurm, job, log, "the paused run")
-        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=slurm.env, check=True)
+        slurm.scancel("--batch", "--signal=USR1", job)
 
     info = ended(slurm, done, done_log)
     text = done_log.read_text()
