@@ -90,26 +90,7 @@ def assert_finished_once_each(out: Path) -> None:
         assert (out / name).is_file(), f"{name} missing"
 
 
-def test_two_node_job_trains_with_world_size_two(slurm, shards_dir, tmp_path):
-    out, log = tmp_path / "run", tmp_path / "job.log"
-    job = submit(slurm, log, ["--nodes=2"], train_args(shards_dir, out))
-    info = ended(slurm, job, log)
-    text = log.read_text()
-    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "0"), text[-6000:]
-    # srun --label: "0: " / "1: " is the node; each node names itself and its global ranks.
-    assert "0: node 0 = n1: global ranks 0-0 of 2" in text and "1: node 1 = n2: global ranks 1-1 of 2" in text
-    assert "2 process(es)" in text and "run finished" in text
-    assert_finished_once_each(out)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["epochs"] == EPOCHS
-    assert len((out / "submission.csv").read_text().splitlines()) == 1 + 17  # every test image once
-    record = yaml.safe_load((out / "config.yaml").read_text())
-    assert record["world_size"] == 2
-    assert [{k: s[k] for k in ("job_id", "nodes", "restart_count", "resumed_from")} for s in record["slurm"]] == \
-        [{"job_id": job, "nodes": "n[1-2]", "restart_count": 0, "resumed_from": None}]
-
-
-def test_usr1_checkpoints_requeues_once_and_the_requeued_job_resumes(slurm, shards_dir, tmp_path):
+def test_two_node_job_checkpoints_on_usr1_requeues_once_and_finishes_with_world_size_two(slurm, shards_dir, tmp_path):
     # Batch 2 per process: 6 updates per epoch, so the stop check at update 4 falls mid-epoch.
     out, log, marker = tmp_path / "run", tmp_path / "job.log", tmp_path / "paused"
     job = submit(slurm, log, ["--nodes=2"], train_args(shards_dir, out, "--batch-size", "2"), paused("1:1", marker))
@@ -126,8 +107,14 @@ def test_usr1_checkpoints_requeues_once_and_the_requeued_job_resumes(slurm, shar
     assert text.count("start 1 (restart 0") == 1 and text.count("start 2 (restart 1") == 1  # one log, appended
     assert_finished_once_each(out)
     starts = slurm_starts(out)
-    assert [(s["job_id"], s["restart_count"]) for s in starts] == [(job, 0), (job, 1)]
+    assert [(s["job_id"], s["restart_count"], s["nodes"]) for s in starts] == [(job, 0, "n[1-2]"), (job, 1, "n[1-2]")]
     assert starts[0]["resumed_from"] is None and starts[1]["resumed_from"].endswith("epoch_0001_step_00004")
+    # A 2-node job: srun --label prefixes "0: " / "1: " (the node); each node names itself and its global ranks.
+    assert "0: node 0 = n1: global ranks 0-0 of 2" in text and "1: node 1 = n2: global ranks 1-1 of 2" in text
+    assert "2 process(es)" in text and "run finished" in text
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["world_size"] == 2
+    assert len((out / "submission.csv").read_text().splitlines()) == 1 + 17  # every test image once
 
 
 def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, shards_dir, tmp_path):
