@@ -85,7 +85,10 @@ case "$cmd" in
             { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
                 || echo ">> apt-get could not install slurm-wlm and munge: the SLURM tests will be skipped" >&2
         fi
-        exec "$PY" -m pytest "$@"
+        # One pytest worker per core (xdist), whole files per worker (module fixtures such as the
+        # SLURM cluster start once): most tests wait on subprocesses, so this halves the wall time
+        # on 2 cores. `./launch.sh test -n 0` runs in one process.
+        exec "$PY" -m pytest -n auto --dist loadfile "$@"
         ;;
     demo)
         setup

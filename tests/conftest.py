@@ -34,3 +34,9 @@ def shards_dir(voc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("packed") / "shards"
     pack([voc_root], out, PackOptions(samples_per_shard=FIXTURE_SAMPLES_PER_SHARD), Console(quiet=True))
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The SLURM tests first: under `./launch.sh test` (xdist, whole files per worker) their ~5
+    minutes of mostly waiting on the scheduler then run beside the rest instead of after it."""
+    items.sort(key=lambda item: item.path.name != "test_slurm.py")  # stable: the rest keep their order
