@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from trainer.report_tables import clock, four
 from trainer.suites import Run
 
 QUEUED, RUNNING, DONE, FINISHED_BEFORE = "queued", "running", "done", "finished before"
@@ -52,19 +53,6 @@ class Job:
     def epochs_done(self) -> int:
         path = self.run_dir / "history.csv"
         return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
-
-
-def _map(summary: dict | None, key: str) -> str:
-    value = (summary or {}).get(key)
-    return "" if value is None else f"{value:.4f}"
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class Board:
@@ -109,7 +97,7 @@ class Board:
             done = job.epochs_done()
             epochs = "" if not done and job.state != RUNNING else f"{done}/{job.epochs}" if job.epochs else str(done)
             style = _STYLE.get(job.state, "")
-            table.add_row(job.run.name, f"[{style}]{job.state}[/{style}]", epochs, _map(job.summary, "test_map"),
-                          _map(job.summary, "test_map_voc07"), _clock(seconds),
+            table.add_row(job.run.name, f"[{style}]{job.state}[/{style}]", epochs, four((job.summary or {}).get("test_map")),
+                          four((job.summary or {}).get("test_map_voc07")), clock(seconds),
                           f"output in {job.log}" if job.state == RUNNING else job.brief or job.note)
         return table
