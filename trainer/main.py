@@ -110,6 +110,9 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
     data = ShardStream(cfg, rank=accelerator.process_index, world_size=world)
+    if not data.checksummed:
+        say(f"[yellow]warning: {cfg.shards}/manifest.json has no sha256 checksums (packed by an older shards.pack): "
+            "the shards cannot be verified; pack again to add them[/yellow]")
 
     # --- model, loss, optimizer, schedule (counted in optimizer updates)
     with accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
