@@ -5,7 +5,7 @@ ablation tables beside the report's figures, every other run directory under RUN
 table; a run of the suite that is missing or unfinished keeps its row, marked. Or compare any
 runs side by side: `python -m trainer.report RUN_A RUN_B ... --out CMP.md`.
 
-Read per run: summary.json, history.csv, config.yaml, per_class_ap.csv (and the recipe file its
+Read per run: summary.json (per-class AP too), history.csv, config.yaml (and the recipe file its
 config.yaml names, to say how the run differs from it). Pictures are PNGs beside the markdown
 file, named after it (REPORT-map.png, REPORT-ap.png, REPORT-<run>-loss.png, ...).
 """

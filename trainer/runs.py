@@ -29,7 +29,6 @@ class RunFiles:
     summary: dict | None = None
     record: dict = field(default_factory=dict)  # config.yaml: settings, world_size, device, git, versions
     history: list[dict] = field(default_factory=list)  # history.csv rows (strings)
-    per_class: list[dict] | None = None  # per_class_ap.csv rows (strings)
     problem: str | None = None  # a file that could not be read, said in one line
     label: str = ""  # how tables name it when two compared runs share a directory name (parent/name)
 
@@ -81,9 +80,6 @@ def read_run(path: str | Path, name: str | None = None) -> RunFiles:
     if (path / "history.csv").is_file():
         with open(path / "history.csv", newline="") as f:
             run.history = list(csv.DictReader(f))
-    if (path / "per_class_ap.csv").is_file():
-        with open(path / "per_class_ap.csv", newline="") as f:
-            run.per_class = list(csv.DictReader(f))
     if (path / "summary.json").is_file():
         try:
             run.summary = json.loads((path / "summary.json").read_text())
