@@ -104,3 +104,18 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_0(shards_dir, tmp_path):
     text = log.read_text()
     assert proc.returncode == 0 and "stopped by SIGINT" in text and "Traceback" not in text, text[-4000:]
     assert latest_checkpoint(out)[1].order == (1, STOP_CHECK_UPDATES)  # 12 batches in epoch 2, stop at the first check
+
+
+@pytest.mark.slow
+def test_a_stop_on_the_epochs_last_update_checkpoints_the_epoch_and_resumes(shards_dir, tmp_path):
+    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "stopped.log"
+    # Batch 3: 8 batches = 8 updates per epoch, so the second stop check falls on the epoch's last
+    # update. The signal arrives before batch 4 (after the first check): the run must stop at the
+    # epoch's end with the epoch's own checkpoint, not write a "mid-epoch" one that resumes into nothing.
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, "--batch-size", "3"]
+    proc = signal_when_paused(single(args, paused=(f"1:{STOP_CHECK_UPDATES}", marker)), marker, log, signal.SIGTERM)
+    text = log.read_text()
+    assert proc.returncode == 0 and "stopped by SIGTERM after the epoch's checkpoint" in text, text[-4000:]
+    assert latest_checkpoint(out)[0].name == "epoch_0001"
+    run(single([*args, "--resume"]))
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2]

@@ -154,7 +154,9 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
                     images_per_s = (so_far.batch - skip) * cfg.batch_size * world / max(so_far.seconds, 1e-9)
                     progress.update(so_far.batch, so_far.loss_sum.item() / (so_far.batch - skip), images_per_s)
                 # The stop agreement is a collective with a host sync: every few updates, not every one.
-                stopped = update % STOP_CHECK_UPDATES == 0 and stop.agreed(accelerator)
+                # Not on the epoch's last update: the epoch-end check below stops there, after the
+                # epoch's own checkpoint (a 'mid-epoch' one at its end would resume into no batches).
+                stopped = update % STOP_CHECK_UPDATES == 0 and so_far.batch < data.batches and stop.agreed(accelerator)
                 periodic = bool(cfg.checkpoint_every_steps) and \
                     ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
                 if stopped or (periodic and so_far.batch < data.batches):  # the epoch's end has its own
