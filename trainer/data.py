@@ -15,7 +15,7 @@ from itertools import islice
 from shards.manifest import is_labeled, load_manifest, skipped_ids
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
-from trainer.config import ConfigError, TrainConfig
+from trainer.settings import ConfigError, TrainConfig
 from trainer.signals import start_workers
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug

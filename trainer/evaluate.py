@@ -115,12 +115,14 @@ def evaluate(
     """
     if not expected_ids:
         raise ValueError(f"split '{split}' has no images in the manifest: nothing to evaluate")
+    if not labeled:  # the states are placeholders: no loss to compute
+        loss_fn = None
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            local = _local_pass(net, loader, accelerator, loss_fn if labeled else None)
+            local = _local_pass(net, loader, accelerator, loss_fn)
     finally:
         net.train(was_training)
 
@@ -132,7 +134,7 @@ def evaluate(
     scores = np.concatenate([s for _, s, _, _ in gathered])
     states = np.concatenate([s for _, _, s, _ in gathered])
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None and labeled else None
+    loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None else None
     return EvalResult(
         ids=[ids[i] for i in order],
         scores=scores[order],
