@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tarfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ class LabelError(ValueError):
     """A split whose labels cannot be read; the message names the path, the ids and what to do."""
 
 
-def _first(ids: list[str]) -> str:
+def first_ids(ids: Sequence[str]) -> str:
+    """The first few of `ids` for a message (the message gives the count)."""
     return ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
 
 
@@ -61,7 +63,7 @@ def voc_split_labels(path: str | Path, split: str = "test") -> tuple[list[str], 
                          f"score against; its labels are with whoever handed it out (a course or challenge server)")
     if bad:
         raise LabelError(f"--voc {path}: {len(bad)} annotation(s) of split '{split}' cannot be read: "
-                         f"{_first(bad)}; fix or restore them")
+                         f"{first_ids(bad)}; fix or restore them")
     return ids, np.asarray(states, dtype=np.int8).reshape(len(ids), NUM_CLASSES)
 
 
@@ -102,7 +104,7 @@ def shard_split_labels(shards_dir: str | Path, split: str = "test") -> tuple[lis
     for what, bad in (("are in several samples", duplicated), ("are in the manifest but in no shard", missing),
                       ("are in the shards but not in the manifest", extra)):
         if bad:
-            raise LabelError(f"{shards_dir}: {len(bad)} '{split}' id(s) {what} (first: {_first(bad)}): the shards "
+            raise LabelError(f"{shards_dir}: {len(bad)} '{split}' id(s) {what} (first: {first_ids(bad)}): the shards "
                              f"disagree with {MANIFEST_NAME}; repack with python -m shards.pack")
     ids = sorted(labels)
     return ids, np.asarray([labels[i] for i in ids], dtype=np.int8).reshape(len(ids), NUM_CLASSES)

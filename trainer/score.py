@@ -30,13 +30,12 @@ from typing import TextIO
 import numpy as np
 
 from shards.classes import CLASSES
-from shards.labels import LabelError, shard_split_labels, voc_split_labels
+from shards.labels import LabelError, first_ids, shard_split_labels, voc_split_labels
 from shards.manifest import ManifestError
 from shards.sources import SourceError
 from trainer.cli import OneLineParser, refuse
 
 HEADER = ["id", *CLASSES]
-_SHOWN = 5  # ids named in a message; the count says how many there are in all
 
 
 class SubmissionError(ValueError):
@@ -50,9 +49,6 @@ class Submission:
     scores: np.ndarray  # float64 [rows, 20], CLASSES order
 
 
-def _first(items: Sequence[str]) -> str:
-    return ", ".join(items[:_SHOWN]) + (", ..." if len(items) > _SHOWN else "")
-
 
 def _check_header(path: Path, header: list[str]) -> None:
     if header == HEADER:
@@ -61,9 +57,9 @@ def _check_header(path: Path, header: list[str]) -> None:
     if wrong is not None:
         problem = f"column {wrong + 1} is {header[wrong]!r}, expected {HEADER[wrong]!r}"
     elif len(header) < len(HEADER):
-        problem = f"lacks {len(HEADER) - len(header)} column(s): {_first(HEADER[len(header):])}"
+        problem = f"lacks {len(HEADER) - len(header)} column(s): {first_ids(HEADER[len(header):])}"
     else:
-        problem = f"has {len(header) - len(HEADER)} column(s) after tvmonitor: {_first(header[len(HEADER):])}"
+        problem = f"has {len(header) - len(HEADER)} column(s) after tvmonitor: {first_ids(header[len(HEADER):])}"
     if "__background__" in header:
         hint = "; drop the __background__ column (logit 0 is never scored)"
     elif sorted(header) == sorted(HEADER):
@@ -135,13 +131,13 @@ def align(submission: Submission, path: str | Path, split_ids: Sequence[str], sp
             hint = "; VOC ids keep their leading zeros (000001, not 1): a spreadsheet may have dropped them"
         named = [f"{i} (line {line})" for i, line in unknown]
         raise SubmissionError(f"{path}: {len(unknown)} id(s) are not in split '{split}' of {labels_from} "
-                              f"(first: {_first(named)}){hint}; remove those rows, or score against the split "
+                              f"(first: {first_ids(named)}){hint}; remove those rows, or score against the split "
                               "the submission was made for (--split)")
     row_of = {image_id: k for k, image_id in enumerate(submission.ids)}
     missing = [i for i in split_ids if i not in row_of]
     if missing:
         raise SubmissionError(f"{path}: {len(missing)} of the {len(split_ids)} images of split '{split}' have no "
-                              f"row (first: {_first(missing)}); every image of the split needs exactly one row")
+                              f"row (first: {first_ids(missing)}); every image of the split needs exactly one row")
     return submission.scores[[row_of[i] for i in split_ids]]
 
 
