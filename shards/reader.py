@@ -243,3 +243,17 @@ def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: in
     # Workers beyond this rank's shard count would have nothing to read.
     return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)),
                       pin_memory=torch.cuda.is_available())
+
+
+def sample_loader(shards_dir: str | Path, *, split: str, num_workers: int, chunk: int = 64) -> DataLoader:
+    """Every sample of `split` once, decoded but not transformed: lists of up to `chunk`
+    (uint8 [3, H, W] at the stored size, int8 [20] states, id). For loaders that keep a split in memory."""
+    urls, entry = _shard_urls(shards_dir, split)
+    source = _EvalShards(urls, rank=0, world_size=1)
+    pipeline = wds.DataPipeline(
+        source,
+        wds.tarfile_to_samples(handler=_warn_and_continue),
+        _decode_and_transform(lambda image: image, labeled=is_labeled(entry)),
+        wds.batched(chunk, collation_fn=list, partial=True),  # images differ in size: no stacking
+    )
+    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))

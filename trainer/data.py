@@ -1,10 +1,11 @@
-"""What the loop and evaluation read: this process's batches of the streaming shard loaders.
+"""What the loop and evaluation read: this process's batches, and what the manifest says of the splits.
 
-`ShardStream` is the training loop's one data argument: `batches` per epoch, `train(epoch,
-skip)` and `eval(split)`. A data source that keeps the splits on the device can stand in
-for it with the same three members. The loaders get the rank and world size from the
-Accelerator and stay out of `accelerator.prepare`, which would split them a second time
-(docs/NOTES.md).
+`RunData` is the training loop's one data argument: `batches` per epoch, `train(epoch, skip)`
+and `eval(split)`, plus the manifest facts the run reports. Two sources implement it:
+`ShardStream` (here) streams and decodes the shards every epoch; `DeviceData`
+(trainer/device_data.py) decodes them once and keeps them on the training device. Both get
+the rank and world size from the Accelerator and stay out of `accelerator.prepare`, which
+would split them a second time (docs/NOTES.md).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from trainer.signals import start_workers
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 
 
-class ShardStream:
-    """The shard loaders of one process, cut to what --debug and --grad-accum allow."""
+class RunData:
+    """The manifest's facts about the splits, and the batches per epoch both sources give."""
 
     def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
@@ -50,6 +51,16 @@ class ShardStream:
     def train_positives(self) -> tuple[dict[str, int], int]:
         """(images with each class, images) of the train split, for --pos-weight auto."""
         return self._train_split["positives"], self._train_split["count"]
+
+    def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
+        raise NotImplementedError
+
+
+class ShardStream(RunData):
+    """The shard loaders of one process, cut to what --debug and --grad-accum allow."""
 
     def _common(self) -> dict:
         return dict(batch_size=self.cfg.batch_size, rank=self.rank, world_size=self.world_size,

@@ -26,7 +26,7 @@ from torch import nn
 
 from shards.classes import NUM_CLASSES
 from shards.transforms import normalize
-from trainer.data import ShardStream
+from trainer.data import RunData
 from trainer.metrics import average_precisions
 from trainer.recipe import logit_targets
 
@@ -144,7 +144,7 @@ def evaluate(
     )
 
 
-def evaluate_split(model: nn.Module, data: ShardStream, split: str, accelerator: Accelerator,
+def evaluate_split(model: nn.Module, data: RunData, split: str, accelerator: Accelerator,
                    loss_fn: LossFn | None = None) -> EvalResult:
     """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
     batches, expected_ids = data.eval(split)

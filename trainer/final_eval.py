@@ -23,7 +23,7 @@ from shards.classes import CLASSES
 from trainer import checkpoint, outputs, plots
 from trainer.checkpoint import RunState
 from trainer.config import TrainConfig
-from trainer.data import ShardStream
+from trainer.data import RunData
 from trainer.evaluate import EvalResult, evaluate_split
 
 
@@ -50,7 +50,7 @@ def _test_block(result: EvalResult) -> dict:
 
 
 def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: RunState, *,
-                           data: ShardStream, loss_fn: torch.nn.Module, say: Callable, console: Console,
+                           data: RunData, loss_fn: torch.nn.Module, say: Callable, console: Console,
                            wall_seconds: float) -> dict:
     """Collective (every rank evaluates its share); only the main process writes files. Returns the summary.
 

@@ -26,7 +26,8 @@ from trainer import checkpoint, outputs
 from trainer.checkpoint import RunState
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
 from trainer.config_yaml import read_run_record
-from trainer.data import ShardStream
+from trainer.data import RunData
+from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
 from trainer.final_eval import test_and_write_outputs
 from trainer.loop import EpochSoFar, train_updates
@@ -41,7 +42,7 @@ STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a co
 PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
 
 
-def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: ShardStream, image_size: int, device: torch.device) -> None:
+def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:
     """--debug: the layer table, then one batch (the train split's first, in the eval view: no RNG drawn)."""
     images, states, ids = next(iter(data.eval("train")[0]))
     say(describe(model, image_size=image_size))
@@ -95,6 +96,7 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
         mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
         log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=cfg.out,
         step_scheduler_with_optimizer=False,  # we step it once per real update: see recipe.build_scheduler
+        dynamo_backend="inductor" if cfg.compile else "no",  # Accelerate compiles the model in prepare
     )
     run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/run_lock.py)
     run_dir, world = Path(cfg.out), accelerator.num_processes
@@ -109,7 +111,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     progress = TrainProgress(enabled=accelerator.is_main_process)
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
-    data = ShardStream(cfg, rank=accelerator.process_index, world_size=world)
+    data, loader_line = open_data(cfg, accelerator)  # stream or device-resident (--loader)
+    say(loader_line)
     if not data.checksummed:
         say(f"[yellow]warning: {cfg.shards}/manifest.json has no sha256 checksums (packed by an older shards.pack): "
             "the shards cannot be verified; pack again to add them[/yellow]")

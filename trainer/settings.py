@@ -61,6 +61,10 @@ class TrainConfig:
     # --- runtime
     mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
     cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
+    loader: str = field(default="auto", **_opt("data source: stream decodes the shards every epoch; device decodes them once into "
+                                               "the device's memory; auto picks device when it fits (trainer/device_data.py)",
+                                               ("auto", "stream", "device")))
+    compile: bool = field(default=False, **_opt("torch.compile the model (inductor, through Accelerate); the first steps compile"))
     workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
     seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
     # --- checkpoints and logging
@@ -81,7 +85,9 @@ class TrainConfig:
 #   must describe the whole run.
 # Free to change: epochs (extend a constant-LR run), the data location (shards), where the
 # pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
-# hardware knobs (workers, mixed_precision, cpu, channels_last), evaluation, logging,
+# hardware knobs (workers, mixed_precision, cpu, channels_last, compile, loader: the two loaders
+# order an epoch differently, so a mid-epoch resume under the other one trains the rest of
+# that epoch in the other order), evaluation, logging,
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",

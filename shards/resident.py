@@ -1,0 +1,114 @@
+"""Splits decoded once into memory on the training device (GPU memory, or RAM on CPU).
+
+VOC07 is small: all of it decoded at a stored short side of 256 is ~2.6 GB of uint8, which
+fits on any training GPU. Held there, an epoch needs no JPEG decode and no per-image CPU
+work (shards.device_views augments whole batches on the device). Two forms:
+
+- `EvalView`: a split's evaluation view (Resize + CenterCrop), computed at load time by the
+  streaming reader itself (shards.reader.eval_loader), so both loaders feed the model the
+  same pixels: uint8 [N, 3, S, S].
+- `RawImages`: a split's stored images, each at its own size, in one flat uint8 tensor
+  with offsets; RandomResizedCrop needs them.
+
+Rows are in sorted id order whatever order the reader's workers delivered them in, so the
+same index means the same image on every process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shards.manifest import load_manifest, split_entry
+from shards.reader import eval_loader, sample_loader
+
+# Bytes of one stored image when the manifest gives no sizes: a VOC photo (500x375) at the
+# stored short side keeps its 4:3 shape.
+_ASPECT = 4 / 3
+_ORIGINAL_PIXELS = 500 * 375
+
+
+@dataclass
+class EvalView:
+    """A split's (share of) images in the eval view, on one device, sorted by id."""
+
+    images: torch.Tensor  # uint8 [N, 3, S, S]
+    states: torch.Tensor  # int8 [N, 20] (placeholders for an unlabeled split)
+    ids: list[str]
+    seconds: float  # time to read, decode and move it
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes + self.states.nbytes
+
+
+@dataclass
+class RawImages:
+    """A split's stored images on one device, sorted by id: image i is
+    pixels[offsets[i] : offsets[i] + 3 * heights[i] * widths[i]] viewed as [3, H, W]."""
+
+    pixels: torch.Tensor  # uint8, flat
+    offsets: torch.Tensor  # int64 [N]
+    heights: torch.Tensor  # int64 [N]
+    widths: torch.Tensor  # int64 [N]
+    states: torch.Tensor  # int8 [N, 20]
+    ids: list[str]
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.pixels, self.offsets, self.heights, self.widths, self.states))
+
+
+def load_eval_view(shards_dir: str | Path, split: str, *, image_size: int, device: torch.device,
+                   num_workers: int, rank: int = 0, world_size: int = 1, batch_size: int = 64) -> EvalView:
+    """`split`'s eval view for this rank's exactly-once share (all of it with world_size 1)."""
+    start = time.perf_counter()
+    images, states, ids = [], [], []
+    for batch_images, batch_states, batch_ids in eval_loader(
+            shards_dir, split=split, batch_size=batch_size, rank=rank, world_size=world_size,
+            num_workers=num_workers, image_size=image_size):
+        images.append(batch_images.to(device))
+        states.append(batch_states.to(device))
+        ids.extend(batch_ids)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    index = torch.tensor(order, dtype=torch.long, device=device)
+    size = (0, 3, image_size, image_size)
+    return EvalView(
+        images=torch.cat(images)[index] if images else torch.empty(size, dtype=torch.uint8, device=device),
+        states=torch.cat(states)[index] if states else torch.empty((0, 20), dtype=torch.int8, device=device),
+        ids=[ids[i] for i in order], seconds=time.perf_counter() - start)
+
+
+def load_raw(shards_dir: str | Path, split: str, *, device: torch.device, num_workers: int) -> RawImages:
+    """All of `split`'s stored images, decoded, at their own sizes."""
+    start = time.perf_counter()
+    decoded = [sample for chunk in sample_loader(shards_dir, split=split, num_workers=num_workers) for sample in chunk]
+    decoded.sort(key=lambda sample: sample[2])
+    sizes = torch.tensor([image.numel() for image, _, _ in decoded], dtype=torch.long)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    # One host buffer, then one copy: thousands of small copies to a GPU would each synchronize.
+    pixels = torch.cat([image.flatten() for image, _, _ in decoded]) if decoded else torch.empty(0, dtype=torch.uint8)
+    return RawImages(
+        pixels=pixels.to(device), offsets=offsets.to(device),
+        heights=torch.tensor([image.shape[1] for image, _, _ in decoded], dtype=torch.long, device=device),
+        widths=torch.tensor([image.shape[2] for image, _, _ in decoded], dtype=torch.long, device=device),
+        states=torch.stack([states for _, states, _ in decoded]).to(device),
+        ids=[image_id for _, _, image_id in decoded], seconds=time.perf_counter() - start)
+
+
+def estimate_raw_bytes(shards_dir: str | Path, split: str) -> int:
+    """Bytes `load_raw` will hold for `split`, from the manifest's count and stored short side."""
+    manifest = load_manifest(shards_dir)
+    count = split_entry(manifest, split, shards_dir)["count"]
+    short = manifest.get("image_policy", {}).get("short_side_max")
+    pixels = _ORIGINAL_PIXELS if short is None else short * round(short * _ASPECT)
+    return count * 3 * pixels
+
+
+def eval_view_bytes(count: int, image_size: int) -> int:
+    """Bytes of `count` images in the eval view."""
+    return count * 3 * image_size * image_size

@@ -1,0 +1,142 @@
+"""`--loader device`: the splits decoded once and held on the training device; `--loader auto` chooses.
+
+Each process decodes its splits once (the streaming reader's own workers and decoder) into
+memory on its device (shards.resident): all of train, since an epoch's permutation may hand
+it any image, and its exactly-once share of every split's eval view. From then on an epoch
+does no per-image CPU work: per batch, an index slice on the device and, for the augmenting
+presets, one batched RandomResizedCrop and/or flip (shards.device_views).
+
+Train order: one permutation per epoch from (seed, epoch), the same on every rank, dealt so
+that rank r's batch k is positions (k * world + r) * B ... + B: every rank gets the same
+number of full batches, and no image comes twice in an epoch across ranks. A batch's
+augmentation draws from a generator seeded by (seed, epoch, rank, k), so batch k is the same
+whether or not the run was stopped and resumed before it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+
+import psutil
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from shards.device_views import crop_boxes, random_flips, resized_crops
+from shards.manifest import load_manifest
+from shards.reader import Batch
+from shards.resident import EvalView, RawImages, estimate_raw_bytes, eval_view_bytes, load_eval_view, load_raw
+from trainer.data import DEBUG_BATCHES, RunData, ShardStream
+from trainer.settings import ConfigError, TrainConfig
+
+AUTO_FRACTION = 0.5  # --loader auto keeps the data on the device when it needs at most this part of the free memory
+DEVICE_FRACTION = 0.9  # --loader device refuses to start above this part (the model and activations need the rest)
+GB = 1e9
+
+
+def _seed(*parts: object) -> int:
+    # String seeds are hashed with SHA-512 by `random`: the same number in every process and run.
+    return random.Random("/".join(map(str, parts))).getrandbits(63)
+
+
+class DeviceData(RunData):
+    """The run's splits on `device`; the same members as ShardStream."""
+
+    def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int, device: torch.device) -> None:
+        super().__init__(cfg, rank=rank, world_size=world_size)
+        self.device = device
+        workers = 0 if cfg.debug else cfg.workers
+        load = dict(image_size=cfg.image_size, device=device, num_workers=workers)
+        # RandomResizedCrop needs the stored images; the other presets start from the eval view.
+        self.raw: RawImages | None = None
+        if cfg.augment == "crop_flip":
+            self.raw = load_raw(cfg.shards, "train", device=device, num_workers=workers)
+            self.views = {"train": load_eval_view(cfg.shards, "train", rank=rank, world_size=world_size, **load)}
+            self.train_source: RawImages | EvalView = self.raw
+        else:
+            full = load_eval_view(cfg.shards, "train", **load)
+            self.views = {"train": _share(full, rank, world_size)}
+            self.train_source = full
+        for split in ("val", "test"):
+            self.views[split] = load_eval_view(cfg.shards, split, rank=rank, world_size=world_size, **load)
+        loaded = [self.train_source, *self.views.values()]
+        self.nbytes = sum({id(part): part.nbytes for part in loaded}.values())  # the train share may be `full`
+        self.load_seconds = sum({id(part): part.seconds for part in loaded}.values())
+
+    def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch` from batch `skip` on (see the module doc for the order)."""
+        source, size, world = self.train_source, self.cfg.batch_size, self.world_size
+        order = torch.randperm(len(source.ids), generator=torch.Generator().manual_seed(_seed(self.cfg.seed, epoch)))
+        on_device = order.to(self.device)  # once per epoch: a per-batch host->device copy would sync every step
+        for k in range(skip, self.batches):
+            start = (k * world + self.rank) * size
+            index = on_device[start:start + size]
+            generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, epoch, self.rank, k))
+            if isinstance(source, RawImages):
+                boxes = crop_boxes(source.heights[index], source.widths[index], generator)
+                images = resized_crops(source.pixels, source.offsets[index], source.heights[index],
+                                       source.widths[index], boxes, self.cfg.image_size)
+            else:
+                images = source.images[index]
+            if self.cfg.augment != "none":
+                images = random_flips(images, generator)
+            yield images, source.states[index], [source.ids[i] for i in order[start:start + size].tolist()]
+
+    def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
+        """This rank's share of `split` in batches, and the ids all ranks together must score."""
+        view, size = self.views[split], self.cfg.batch_size
+        batches = [(view.images[i:i + size], view.states[i:i + size], view.ids[i:i + size])
+                   for i in range(0, len(view.ids), size)]
+        if not self.cfg.debug:
+            return batches, self.split_ids[split]
+        kept = batches[:DEBUG_BATCHES]
+        return kept, [image_id for _, _, ids in kept for image_id in ids]
+
+
+def _share(view: EvalView, rank: int, world_size: int) -> EvalView:
+    """Rank `rank`'s exactly-once part of a whole split's view: rows rank, rank + world_size, ..."""
+    if world_size == 1:
+        return view
+    return EvalView(images=view.images[rank::world_size], states=view.states[rank::world_size],
+                    ids=view.ids[rank::world_size], seconds=0.0)
+
+
+def device_bytes(cfg: TrainConfig, world_size: int) -> int:
+    """What DeviceData will hold per process (an estimate for the stored images: see shards.resident)."""
+    counts = {split: entry["count"] for split, entry in load_manifest(cfg.shards)["splits"].items()}
+    share = {split: -(-count // world_size) for split, count in counts.items()}  # the largest rank's
+    if cfg.augment == "crop_flip":
+        train = estimate_raw_bytes(cfg.shards, "train") + eval_view_bytes(share["train"], cfg.image_size)
+    else:
+        train = eval_view_bytes(counts["train"], cfg.image_size)
+    return train + eval_view_bytes(share["val"] + share["test"], cfg.image_size)
+
+
+def free_bytes(device: torch.device, processes: int) -> int:
+    """Memory this process may fill: the GPU's free memory, or on CPU the host's available RAM
+    shared by all processes (they may all run on this host)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available // processes
+
+
+def open_data(cfg: TrainConfig, accelerator: Accelerator) -> tuple[RunData, str]:
+    """The run's data source for --loader, and a line saying which and why."""
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if cfg.loader == "stream":
+        return ShardStream(cfg, rank=rank, world_size=world), "loader: stream (--loader stream)"
+    need = device_bytes(cfg, world)
+    # Every rank must choose alike: decide on all ranks' numbers, the same list everywhere.
+    free = min(gather_object([free_bytes(device, world)]))
+    numbers = f"{need / GB:.2f} GB per process, {free / GB:.2f} GB free on {device.type}"
+    if cfg.loader == "device" and need > DEVICE_FRACTION * free:
+        raise ConfigError(f"--loader device: the decoded splits need {numbers} (at most {DEVICE_FRACTION:.0%} of it "
+                          "may be used); use --loader stream, a smaller --image-size, or fewer processes per machine")
+    if cfg.loader == "auto" and need > AUTO_FRACTION * free:
+        return ShardStream(cfg, rank=rank, world_size=world), \
+            f"loader: stream (--loader auto: {numbers}, over the {AUTO_FRACTION:.0%} auto limit)"
+    data = DeviceData(cfg, rank=rank, world_size=world, device=device)
+    why = "--loader device" if cfg.loader == "device" else f"--loader auto: {numbers}, within {AUTO_FRACTION:.0%}"
+    return data, (f"loader: device ({why}); decoded {data.nbytes / 1e6:.0f} MB onto {device} "
+                  f"in {data.load_seconds:.1f} s")
