@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from shards.device_views import crop_boxes, random_flips, resized_crops
 from shards.manifest import load_manifest, split_entry
 from shards.reader import eval_loader, sample_loader
 
@@ -61,6 +62,21 @@ class RawImages:
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self.pixels, self.offsets, self.heights, self.widths, self.states))
+
+
+def train_view(source: RawImages | EvalView, index: torch.Tensor, *, preset: str, image_size: int,
+               generator: torch.Generator) -> torch.Tensor:
+    """The batch of rows `index` (on the source's device) in the train-time `preset` (shards.presets):
+    crop_flip cuts RandomResizedCrop boxes out of RawImages; flip and none start from an EvalView."""
+    if preset == "crop_flip":
+        if not isinstance(source, RawImages):
+            raise TypeError("crop_flip crops the stored images: load them with load_raw")
+        heights, widths = source.heights[index], source.widths[index]
+        images = resized_crops(source.pixels, source.offsets[index], heights, widths,
+                               crop_boxes(heights, widths, generator), image_size)
+    else:
+        images = source.images[index]
+    return images if preset == "none" else random_flips(images, generator)
 
 
 def load_eval_view(shards_dir: str | Path, split: str, *, image_size: int, device: torch.device,

@@ -23,10 +23,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from shards.device_views import crop_boxes, random_flips, resized_crops
 from shards.manifest import load_manifest
 from shards.reader import Batch
-from shards.resident import EvalView, RawImages, estimate_raw_bytes, eval_view_bytes, load_eval_view, load_raw
+from shards.resident import (EvalView, RawImages, estimate_raw_bytes, eval_view_bytes, load_eval_view, load_raw,
+                             train_view)
 from trainer.data import DEBUG_BATCHES, RunData, ShardStream
 from trainer.settings import ConfigError, TrainConfig
 
@@ -73,14 +73,8 @@ class DeviceData(RunData):
             start = (k * world + self.rank) * size
             index = on_device[start:start + size]
             generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, epoch, self.rank, k))
-            if isinstance(source, RawImages):
-                boxes = crop_boxes(source.heights[index], source.widths[index], generator)
-                images = resized_crops(source.pixels, source.offsets[index], source.heights[index],
-                                       source.widths[index], boxes, self.cfg.image_size)
-            else:
-                images = source.images[index]
-            if self.cfg.augment != "none":
-                images = random_flips(images, generator)
+            images = train_view(source, index, preset=self.cfg.augment, image_size=self.cfg.image_size,
+                                generator=generator)
             yield images, source.states[index], [source.ids[i] for i in order[start:start + size].tolist()]
 
     def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
