@@ -141,7 +141,9 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_model(model, str(tmp))  # writes model.safetensors on the main process
+    # The module under torch.compile's wrapper: its keys, not '_orig_mod.'-prefixed ones, so that
+    # best/ loads into the plain model (predict, evaluate, a run without --compile).
+    accelerator.save_model(accelerator.unwrap_model(model, keep_torch_compile=False), str(tmp))
     # Every process lists tmp inside save_model: renaming it before a slower one has done so
     # failed that one (FileNotFoundError: .tmp-best, seen in a 2-node SLURM run).
     accelerator.wait_for_everyone()
@@ -157,4 +159,4 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
 def load_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | os.PathLike) -> None:
     """Load best/model.safetensors into the (unwrapped) model on every process."""
     weights = load_file(str(Path(run_dir) / "best" / "model.safetensors"))  # host; load_state_dict copies over
-    accelerator.unwrap_model(model).load_state_dict(weights)
+    accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(weights)

@@ -111,17 +111,20 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     progress = TrainProgress(enabled=accelerator.is_main_process)
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
-    data, loader_line = open_data(cfg, accelerator)  # stream or device-resident (--loader)
+    # --- model (first: a model that cannot take the input size fails before the data is loaded)
+    with accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
+        model = build_model(cfg)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    # --- data: streamed from the shards every epoch, or decoded once onto the device (--loader)
+    data, loader_line = open_data(cfg, accelerator)
     say(loader_line)
     if not data.checksummed:
         say(f"[yellow]warning: {cfg.shards}/manifest.json has no sha256 checksums (packed by an older shards.pack): "
             "the shards cannot be verified; pack again to add them[/yellow]")
 
-    # --- model, loss, optimizer, schedule (counted in optimizer updates)
-    with accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
-        model = build_model(cfg)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    # --- loss, optimizer, schedule (counted in optimizer updates)
     positives, count = data.train_positives()
     loss_fn = build_loss(cfg.loss, auto_pos_weight(positives, count) if cfg.pos_weight == "auto" else None)
     loss_fn = loss_fn.to(accelerator.device)
