@@ -5,8 +5,8 @@
     python tests/paused_run.py --pause-at final --marker FILE -- TRAINER ARGS...
 
 Runs trainer.main.main(TRAINER ARGS) unchanged, except that rank 0's training batches
-(the real shards.reader.train_loader as trainer.data uses it, workers and all) stops before handing over batch
-BATCH (0-based) of epoch EPOCH: it writes its pid into FILE and waits until the process has
+(the real data source's `train`, either loader: the streaming one's workers and all) stop before handing
+over batch BATCH (0-based, counted from the epoch's start) of epoch EPOCH: it writes its pid into FILE and waits until the process has
 received a stop signal (SIGTERM, SIGUSR1 or SIGINT), then goes on. A test waits for FILE,
 signals, and knows exactly where the run was: no sleep before the signal, no race with a fast
 box. The trainer's own handler still receives the signal (it is chained, not replaced). SIGKILL
@@ -28,8 +28,9 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import trainer.data
 import trainer.main
+from trainer.data import ShardStream
+from trainer.device_data import DeviceData
 from trainer.signals import STOP_SIGNALS
 
 WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
@@ -65,24 +66,14 @@ def wait_for_stop_signal(marker: Path, signals: int = 1) -> None:
         signal.signal(sig, handler)
 
 
-class PausedLoader:
-    """A train loader that pauses before one batch; iter() starts the real loader's workers at once,
-    so they still start where the trainer shields them from stop signals (trainer.signals)."""
-
-    def __init__(self, loader: Iterable, pause_before: int, marker: Path, signals: int = 1) -> None:
-        self.loader, self.pause_before, self.marker, self.signals = loader, pause_before, marker, signals
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator:
-        return self._batches(iter(self.loader))
-
-    def _batches(self, batches: Iterator) -> Iterator:
-        for index, batch in enumerate(batches):
-            if index == self.pause_before:
-                wait_for_stop_signal(self.marker, self.signals)
-            yield batch
+def paused_before(batches: Iterable, pause_before: int, marker: Path, signals: int = 1) -> Iterator:
+    """`batches`, with a pause before the one at index `pause_before`. The source's `train` has run
+    already, so the streaming loader's workers started where the trainer shields them from stop
+    signals (trainer.signals)."""
+    for index, batch in enumerate(batches):
+        if index == pause_before:
+            wait_for_stop_signal(marker, signals)
+        yield batch
 
 
 def main() -> None:
@@ -107,15 +98,16 @@ def main() -> None:
         trainer.main.test_and_write_outputs = final_test
         sys.exit(trainer.main.main(trainer_args))
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
-    real_train_loader = trainer.data.train_loader
+    for source in (ShardStream, DeviceData):
+        real_train = source.train
 
-    def train_loader(*a, **kw):
-        loader = real_train_loader(*a, **kw)
-        if kw["epoch"] == epoch and kw["rank"] == 0 and pause_now:
-            return PausedLoader(loader, batch, args.marker, args.signals)
-        return loader
+        def train(self, at_epoch: int, skip: int = 0, real_train=real_train):
+            batches = real_train(self, at_epoch, skip)
+            if at_epoch == epoch and self.rank == 0 and pause_now and skip <= batch:
+                return paused_before(batches, batch - skip, args.marker, args.signals)
+            return batches
 
-    trainer.data.train_loader = train_loader
+        source.train = train
     sys.exit(trainer.main.main(trainer_args))
 
 

@@ -115,22 +115,32 @@ def free_bytes(device: torch.device, processes: int) -> int:
     return psutil.virtual_memory().available // processes
 
 
+def choose_loader(loader: str, need: int, free: int, device: str) -> tuple[str, str]:
+    """('stream' | 'device', why) for --loader `loader` when the device data needs `need` of `free`
+    bytes per process; ConfigError when --loader device cannot fit."""
+    numbers = f"{need / GB:.2f} GB per process, {free / GB:.2f} GB free on {device}"
+    if loader == "stream":
+        return "stream", "--loader stream"
+    if loader == "device":
+        if need > DEVICE_FRACTION * free:
+            raise ConfigError(f"--loader device: the decoded splits need {numbers} (at most {DEVICE_FRACTION:.0%} of it "
+                              "may be used); use --loader stream, a smaller --image-size, or fewer processes per machine")
+        return "device", "--loader device"
+    if need > AUTO_FRACTION * free:
+        return "stream", f"--loader auto: {numbers}, over the {AUTO_FRACTION:.0%} auto limit"
+    return "device", f"--loader auto: {numbers}, within {AUTO_FRACTION:.0%}"
+
+
 def open_data(cfg: TrainConfig, accelerator: Accelerator) -> tuple[RunData, str]:
     """The run's data source for --loader, and a line saying which and why."""
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if cfg.loader == "stream":
-        return ShardStream(cfg, rank=rank, world_size=world), "loader: stream (--loader stream)"
-    need = device_bytes(cfg, world)
-    # Every rank must choose alike: decide on all ranks' numbers, the same list everywhere.
-    free = min(gather_object([free_bytes(device, world)]))
-    numbers = f"{need / GB:.2f} GB per process, {free / GB:.2f} GB free on {device.type}"
-    if cfg.loader == "device" and need > DEVICE_FRACTION * free:
-        raise ConfigError(f"--loader device: the decoded splits need {numbers} (at most {DEVICE_FRACTION:.0%} of it "
-                          "may be used); use --loader stream, a smaller --image-size, or fewer processes per machine")
-    if cfg.loader == "auto" and need > AUTO_FRACTION * free:
-        return ShardStream(cfg, rank=rank, world_size=world), \
-            f"loader: stream (--loader auto: {numbers}, over the {AUTO_FRACTION:.0%} auto limit)"
+        name, why = choose_loader("stream", 0, 0, device.type)
+    else:
+        # Every rank must choose alike: decide on the smallest free memory of all ranks.
+        free = min(gather_object([free_bytes(device, world)]))
+        name, why = choose_loader(cfg.loader, device_bytes(cfg, world), free, device.type)
+    if name == "stream":
+        return ShardStream(cfg, rank=rank, world_size=world), f"loader: stream ({why})"
     data = DeviceData(cfg, rank=rank, world_size=world, device=device)
-    why = "--loader device" if cfg.loader == "device" else f"--loader auto: {numbers}, within {AUTO_FRACTION:.0%}"
-    return data, (f"loader: device ({why}); decoded {data.nbytes / 1e6:.0f} MB onto {device} "
-                  f"in {data.load_seconds:.1f} s")
+    return data, f"loader: device ({why}); decoded {data.nbytes / 1e6:.0f} MB onto {device} in {data.load_seconds:.1f} s"

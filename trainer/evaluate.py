@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast, gather_object
 from torch import nn
 
 from shards.classes import NUM_CLASSES
@@ -118,6 +118,13 @@ def evaluate(
     if not labeled:  # the states are placeholders: no loss to compute
         loss_fn = None
     net = accelerator.unwrap_model(model)
+    # DDP hands rank 0's buffers (BatchNorm running statistics) to the others at the start of each
+    # training forward, which then update them with their own batch: after the last one every rank
+    # holds different ones. Score with rank 0's, the ones checkpoints save, so that an image's score
+    # does not depend on which rank scored it.
+    if accelerator.num_processes > 1:
+        for buffer in net.buffers():
+            broadcast(buffer, from_process=0)
     was_training = net.training
     net.eval()
     try:
