@@ -143,7 +143,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     say(f"{cfg.model}: {world} process(es) on {accelerator.device}, {data.batches} batches of {cfg.batch_size} per "
         f"process per epoch, mixed precision {cfg.mixed_precision}, output in {run_dir}")
     if cfg.debug:
-        print_debug_batch(say, accelerator.unwrap_model(model), data, cfg.image_size, accelerator.device)
+        print_debug_batch(say, accelerator.unwrap_model(model, keep_torch_compile=False), data, cfg.image_size,
+                          accelerator.device)
 
     with progress:
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
