@@ -24,9 +24,11 @@ pytestmark = [pytest.mark.slow,
 def test_compiled_run_saves_plain_weights_that_evaluate_and_resume_without_compile(shards_dir, tmp_path):
     out = tmp_path / "run"
     log = run(single(["--shards", str(shards_dir), "--out", str(out), "--model", "simple", "--epochs", "1",
-                      "--batch-size", "4", "--debug", "--compile", "--loader", "device", "--workers", "0"]),
+                      "--batch-size", "4", "--debug", "--compile", "--workers", "0"]),
               timeout=600)
     assert yaml.safe_load((out / "config.yaml").read_text())["settings"]["compile"] is True
+    # The default --loader auto keeps this small set in RAM on CPU, and says why.
+    assert "loader: device (--loader auto: " in log and "within 50%" in log, log
     assert "_orig_mod" not in log  # the --debug layer table names the network's own layers
     # best/ holds the network's own parameter names, not torch.compile's wrapper's.
     assert not [key for key in load_file(str(out / "best" / "model.safetensors")) if key.startswith("_orig_mod")]

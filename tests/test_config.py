@@ -77,6 +77,7 @@ def test_bad_yaml_value_names_flag_and_file(base, tmp_path):
     (["--warmup-epochs", "1"], r"--warmup-epochs: warm-up is part of --schedule cosine"),
     (["--schedule", "cosine", "--warmup-epochs", "50", "--epochs", "5"], r"--warmup-epochs: must be in \[0, --epochs=5\)"),
     (["--weights", "/no/such.pth"], r"--weights: no such file"),
+    (["--loader", "gpu"], r"--loader: invalid choice: 'gpu' \(choose from 'auto', 'stream', 'device'\)"),
 ])
 def test_bad_value_is_refused_naming_the_flag(base, argv, message):
     with pytest.raises(ConfigError, match=message):
