@@ -68,6 +68,9 @@ class DeviceData(RunData):
         """This rank's batches of `epoch` from batch `skip` on (see the module doc for the order)."""
         source, size, world = self.train_source, self.cfg.batch_size, self.world_size
         order = torch.randperm(len(source.ids), generator=torch.Generator().manual_seed(_seed(self.cfg.seed, epoch)))
+        needed = self.batches * world * size
+        if needed > len(order):  # fewer images than one step of all ranks (steps_per_epoch is at least 1): cycle
+            order = order.repeat(-(-needed // len(order)))[:needed]
         on_device = order.to(self.device)  # once per epoch: a per-batch host->device copy would sync every step
         for k in range(skip, self.batches):
             start = (k * world + self.rank) * size
