@@ -11,7 +11,8 @@ them becomes a uint8 [B, 3, S, S] batch without a per-image Python step:
   computed as four gathers from the flat tensor (torch's align_corners=False rule, inside
   the box as torchvision's resized_crop does). Unlike torchvision's antialiased resize,
   no low-pass filter runs first: boxes larger than S (at most ~1.5x at a stored short side
-  of 256 and S = 227) alias slightly;
+  of 256 and S = 227) alias slightly. `crops` uses it on GPUs and torchvision's per-image
+  kernel on CPU, where that is far faster;
 - `random_flips` mirrors a random half of a batch.
 
 Randomness comes from a torch.Generator the caller seeds, so a batch's view is a function
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torchvision.transforms.v2 import functional as F
 
 SCALE = (0.08, 1.0)  # torchvision.transforms.v2.RandomResizedCrop defaults
 RATIO = (3 / 4, 4 / 3)
@@ -101,6 +103,19 @@ def resized_crops(pixels: torch.Tensor, offsets: torch.Tensor, heights: torch.Te
     bottom_row = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
     out = top_row * (1 - wy) + bottom_row * wy
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def crops(pixels: torch.Tensor, offsets: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor,
+          boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """`resized_crops` where the batched gathers pay: on a GPU. On a CPU they are memory-bound
+    (~20 ms per 227 px image on one core here) and torchvision's per-image uint8 kernel is ~30x
+    faster (0.65 ms), so there each box goes through v2.functional.resized_crop (antialiased, as
+    the streaming loader's RandomResizedCrop)."""
+    if pixels.device.type != "cpu":
+        return resized_crops(pixels, offsets, heights, widths, boxes, size)
+    rows = zip(offsets.tolist(), heights.tolist(), widths.tolist(), boxes.tolist())
+    return torch.stack([F.resized_crop(pixels[o:o + 3 * h * w].view(3, h, w), *box, [size, size], antialias=True)
+                        for o, h, w, box in rows])
 
 
 def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from shards.device_views import crop_boxes, random_flips, resized_crops
+from shards.device_views import crop_boxes, crops, random_flips
 from shards.manifest import load_manifest, split_entry
 from shards.reader import eval_loader, sample_loader
 
@@ -72,8 +72,8 @@ def train_view(source: RawImages | EvalView, index: torch.Tensor, *, preset: str
         if not isinstance(source, RawImages):
             raise TypeError("crop_flip crops the stored images: load them with load_raw")
         heights, widths = source.heights[index], source.widths[index]
-        images = resized_crops(source.pixels, source.offsets[index], heights, widths,
-                               crop_boxes(heights, widths, generator), image_size)
+        images = crops(source.pixels, source.offsets[index], heights, widths,
+                       crop_boxes(heights, widths, generator), image_size)
     else:
         images = source.images[index]
     return images if preset == "none" else random_flips(images, generator)

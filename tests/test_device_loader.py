@@ -12,7 +12,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from shards.device_views import crop_boxes, random_flips, resized_crops
+from shards.device_views import crop_boxes, crops, random_flips, resized_crops
 from shards.manifest import load_manifest
 from trainer.data import ShardStream
 from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader
@@ -27,7 +27,7 @@ def flat(images: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
             torch.tensor([image.shape[1] for image in images]), torch.tensor([image.shape[2] for image in images]))
 
 
-def test_batched_crops_equal_torchvision_resized_crop_of_each_box():
+def test_crops_equal_torchvision_resized_crop_of_each_box():
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in SIZES]
     pixels, offsets, heights, widths = flat(images)
@@ -41,6 +41,10 @@ def test_batched_crops_equal_torchvision_resized_crop_of_each_box():
             # The same box through torchvision (bilinear, no antialias): at most 1 grey level apart (rounding).
             expected = F.resized_crop(image, top, left, h, w, [61, 61], antialias=False)
             assert (expected.int() - crop.int()).abs().max() <= 1, box
+        # On CPU `crops` is torchvision's own antialiased kernel, per image (faster there).
+        on_cpu = crops(pixels, offsets, heights, widths, boxes, 61)
+        for image, (top, left, h, w), crop in zip(images, boxes.tolist(), on_cpu):
+            assert torch.equal(crop, F.resized_crop(image, top, left, h, w, [61, 61], antialias=True))
 
 
 def box_statistics(boxes: torch.Tensor, height: int, width: int) -> list[float]:
