@@ -4,7 +4,8 @@
         [--mixed-precision bf16] [--channels-last] [--compile] [--loaders stream,device] [--steps 100]
 
 (a) model-only: trainer.loop.train_step under a real Accelerator on one uint8 batch already on
-    the device, the same batch every step: the most the data path could ever let through;
+    the device, the same batch every step: the most the data path could ever let through
+    (measured again right before each loader's (b));
 (b) end-to-end: trainer.loop.train_updates (the loop trainer/main.py runs) fed by the trainer's
     own data source for each loader (trainer.device_data.open_data: ShardStream or DeviceData,
     built from a TrainConfig over the shard folder), epoch after epoch, as in a run.
@@ -137,18 +138,19 @@ def main(argv: list[str] | None = None) -> int:
                            device=device)
     states = torch.randint(-1, 2, (cfg.batch_size, NUM_CLASSES), dtype=torch.int8, device=device)
     model.train()
-    reset_peak(device)
     model_steps = (train_step(model, images, states, **step_args) for _ in itertools.count())
-    model_only = cfg.batch_size * args.steps / timed(model_steps, args.warmup, args.steps, device)
-    model_peak = peak_mb(device)
-    del images, states
 
     records = []
     for loader in args.loaders:
-        # (b) the trainer's loop over the trainer's data source
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the previous loader's resident splits must not count here
+        # (a) again right before each (b): on a shared machine the neighbours' load drifts over
+        # minutes, and a ratio of two measurements taken far apart would measure the drift.
+        reset_peak(device)
+        model_only = cfg.batch_size * args.steps / timed(model_steps, args.warmup, args.steps, device)
+        model_peak = peak_mb(device)
+        # (b) the trainer's loop over the trainer's data source
         reset_peak(device)
         data, line = open_data(TrainConfig(**{**vars(cfg), "loader": loader}), accelerator)
         updates = train_updates(model, all_epochs(data), **step_args)
