@@ -17,7 +17,9 @@
 # 450 s: a lent machine allows 10 minutes per command); a failed or timed-out stage is recorded
 # and the next one runs. Nothing is installed from the network: the project runs from this
 # checkout through PYTHONPATH; webdataset (not preinstalled on the GPU machines) comes from
-# --wheels DIR when it is missing (`pip download --no-deps -d DIR webdataset braceexpand` here).
+# --wheels DIR when it is missing. On a lent machine, from a session's checkout:
+#   .venv/bin/pip download --no-deps -d .wheels webdataset braceexpand      # here, once (.wheels is git-ignored)
+#   run: benchmarks/gpu_check.sh "$OUT" --wheels .wheels   with carry [".wheels"], timeout_s 540
 # --smoke: tiny sizes, fp32, resnet18 for resnet50 and no compilation, about a minute on a 2-core CPU box (tests/test_gpu_check.py).
 # PYTHON (default python3) picks the interpreter; WORK_DIR the scratch folder (default: a new
 # one under /tmp, removed at the end unless KEEP_WORK=1).
@@ -90,11 +92,17 @@ skip() {  # skip NAME STATUS WHY: skipped (by design, e.g. in --smoke) or not_ru
     record "$1" "$2" "" 0 0 "$3"; echo "== $1: $2 ($3)"
 }
 
-# --- dependencies: webdataset from carried wheels when it is not installed
+# --- dependencies: webdataset from carried wheels when it is not installed. They are pure-Python
+# zip files: extracting them onto PYTHONPATH needs neither pip nor a network nor write access to
+# the system's site-packages.
 if ! "$PY" -c "import webdataset" 2>/dev/null; then
     if [[ -n $WHEELS ]]; then
-        stage install-webdataset 60 "$PY" -m pip install --no-index --no-deps --target "$WORK/site" \
-            "$WHEELS"/webdataset-*.whl "$WHEELS"/braceexpand-*.whl
+        stage install-webdataset 60 "$PY" -c "import sys, zipfile
+for wheel in sys.argv[2:]:
+    zipfile.ZipFile(wheel).extractall(sys.argv[1])
+sys.path.insert(0, sys.argv[1])
+import webdataset
+print('webdataset', webdataset.__version__, 'from', sys.argv[2:])" "$WORK/site" "$WHEELS"/*.whl
         export PYTHONPATH="$PYTHONPATH:$WORK/site"
     else
         skip install-webdataset not_run "webdataset is not installed and no --wheels DIR was given"
