@@ -25,7 +25,7 @@ def run_check(out: Path, *args: str, work: Path | None = None) -> subprocess.Com
     if work is not None:
         env["WORK_DIR"] = str(work)
     return subprocess.run(["bash", str(SCRIPT), str(out), *args], cwd="/", env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1200)
 
 
 def stages(summary: dict) -> dict[str, dict]:
@@ -33,8 +33,8 @@ def stages(summary: dict) -> dict[str, dict]:
 
 
 def test_smoke_run_writes_every_result_as_json(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    done = run_check(out, "--smoke")
+    out, work = tmp_path / "out", tmp_path / "work"
+    done = run_check(out, "--smoke", work=work)
     assert done.returncode == 0, done.stdout + done.stderr
     files = sorted(p.name for p in out.iterdir())
     assert files == ["bench.json", "summary.json", "throughput-alexnet-eager.json", "throughput-resnet18-eager.json",
@@ -61,6 +61,15 @@ def test_smoke_run_writes_every_result_as_json(tmp_path: Path) -> None:
     assert "--loader" in train["trainer_args"] and train["summary"]["test_map"] is not None
     head = summary["headline"]
     assert len(head["throughput"]) == 4 and head["train_alexnet"]["test_map"] == train["summary"]["test_map"]
+
+    # A second call on the same WORK_DIR (a warm lent machine) reuses the packed set and runs only --only.
+    again = run_check(tmp_path / "again", "--smoke", "--only", "bench", work=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    by_name = stages(json.loads((tmp_path / "again" / "summary.json").read_text()))
+    assert by_name["synth"]["status"] == by_name["pack"]["status"] == "skipped"
+    assert "reused" in by_name["pack"]["command"] and by_name["bench"]["status"] == "ok"
+    assert all(by_name[n]["command"] == "not in --only" for n in by_name
+               if n.startswith(("throughput", "train")) and "compiled" not in n)
 
 
 def test_a_failed_stage_is_recorded_and_the_rest_carry_on(tmp_path: Path) -> None:
