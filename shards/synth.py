@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +154,27 @@ def write_image_sets(voc: Path, images: Sequence[SynthImage], hidden: Collection
             (main / f"{name}_{split}.txt").write_text(lines)
 
 
+_worker_backgrounds: Backgrounds | None = None  # each --jobs worker's own copy, loaded once
+
+
+def _load_worker_backgrounds(folder: Path | None) -> None:
+    global _worker_backgrounds
+    _worker_backgrounds = Backgrounds.load(folder)
+
+
+def _draw_in_worker(seed: int, job: tuple[int, str, str]) -> SynthImage:
+    index, image_id, split = job
+    assert _worker_backgrounds is not None
+    return make_image(seed, index, image_id, split, _worker_backgrounds)
+
+
 def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path | None,
-             hidden: Collection[str] = ()) -> Path:
+             hidden: Collection[str] = (), jobs: int = 1) -> Path:
     """Write OUT/VOC2007 (OUT plays the role of a VOCdevkit folder); returns the VOC2007 path.
 
     Splits in `hidden` get images and their <split>.txt only: labels hidden, as in a test set
-    handed out without annotations.
+    handed out without annotations. `jobs` > 1 draws in that many processes: each image is a
+    pure function of (seed, index), so the bytes are the same for any `jobs`.
     """
     unknown = sorted(set(hidden) - set(sizes))
     if unknown:
@@ -164,13 +182,18 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
     voc = out / "VOC2007"
     for sub in ("JPEGImages", "Annotations"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
-    backgrounds = Backgrounds.load(backgrounds_dir)
-    assigned = _assign_ids(sizes, seed)
+    assigned = [(index, image_id, split) for index, (image_id, split) in enumerate(_assign_ids(sizes, seed))]
     images: list[SynthImage] = []
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with Progress(console=Console(stderr=True), transient=True) as progress, ExitStack() as stack:
         task = progress.add_task("drawing images", total=len(assigned))
-        for index, (image_id, split) in enumerate(assigned):
-            image = make_image(seed, index, image_id, split, backgrounds)
+        if jobs > 1:  # imap keeps the order; chunks amortize the pickling of the jobs
+            pool = stack.enter_context(multiprocessing.Pool(jobs, _load_worker_backgrounds, (backgrounds_dir,)))
+            drawn = pool.imap(partial(_draw_in_worker, seed), assigned, chunksize=8)
+        else:
+            backgrounds = Backgrounds.load(backgrounds_dir)
+            drawn = (make_image(seed, *job, backgrounds) for job in assigned)
+        for image in drawn:
+            image_id, split = image.id, image.split
             (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(image.jpeg)
             if split not in hidden:
                 (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image))
@@ -188,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"{split} images (default {n})")
     parser.add_argument("--full", action="store_true", help="VOC07's real sizes: 2501/2510/4952")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="draw in N processes (the same bytes for any N; default 1)")
     parser.add_argument("--hide-test-labels", action="store_true",
                         help="write the test split without Annotations and <class>_test.txt, as a "
                              "challenge test set comes (shards.pack then packs it unlabeled)")
@@ -203,10 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.backgrounds.is_dir():
         console.print(f"[yellow]no background photos at {args.backgrounds}: using procedural texture")
     made = {s: n for s, n in sizes.items() if n > 0}
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more processes")
     if args.hide_test_labels and "test" not in made:
         parser.error("--hide-test-labels needs test images; drop it or give --test N with N > 0")
     hidden = ("test",) if args.hide_test_labels else ()
-    voc = generate(args.out, made, args.seed, args.backgrounds if args.backgrounds.is_dir() else None, hidden)
+    voc = generate(args.out, made, args.seed, args.backgrounds if args.backgrounds.is_dir() else None, hidden,
+                   jobs=args.jobs)
     console.print(f"wrote {sum(sizes.values())} images to {voc} "
                   f"({', '.join(f'{s} {n}' for s, n in sizes.items())}, seed {args.seed})"
                   + ("; test labels hidden: no Annotations, no <class>_test.txt" if hidden else ""), soft_wrap=True)

@@ -13,7 +13,7 @@ from torchvision.datasets import VOCDetection
 
 from shards.annotations import parse_annotation
 from shards.classes import CLASSES
-from shards.synth import _choose_classes, generate, main
+from shards.synth import DEFAULT_BACKGROUNDS, _choose_classes, generate, main
 
 SPLIT_SIZES = {"train": 24, "val": 16, "trainval": 40, "test": 17}  # conftest's sizes
 
@@ -107,6 +107,16 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     jpeg = Path("VOC2007/JPEGImages/000001.jpg")
     assert (tmp_path / "a" / jpeg).read_bytes() != (tmp_path / "c" / jpeg).read_bytes()
+
+
+def test_jobs_draw_the_same_bytes(tmp_path: Path) -> None:
+    sizes = {"train": 5, "val": 3, "test": 4}
+    generate(tmp_path / "one", sizes, seed=3, backgrounds_dir=DEFAULT_BACKGROUNDS)
+    generate(tmp_path / "three", sizes, seed=3, backgrounds_dir=DEFAULT_BACKGROUNDS, jobs=3)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(files) == 12 * 2 + 4 + 20 * 4  # images + annotations, train/val/trainval/test lists, class files
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "three" / rel).read_bytes(), rel
 
 
 def test_cli_writes_the_requested_sizes(tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""benchmarks/gpu_check.sh: the prepared script for a lent GPU machine, run here with --smoke on CPU.
+
+What a GPU session relies on: it runs from the checkout without installing anything, every stage
+leaves a record, a failed stage does not stop the rest, and OUT_DIR holds at most 8 flat JSON
+files with names the device tool brings back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def run_check(out: Path, *args: str, work: Path | None = None) -> subprocess.CompletedProcess:
+    # PYTHONPATH cleared: the script puts the checkout on it itself, as it must on a bare GPU machine.
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": ""}
+    if work is not None:
+        env["WORK_DIR"] = str(work)
+    return subprocess.run(["bash", str(SCRIPT), str(out), *args], cwd="/", env=env, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def stages(summary: dict) -> dict[str, dict]:
+    return {stage["name"]: stage for stage in summary["stages"]}
+
+
+def test_smoke_run_writes_every_result_as_json(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    done = run_check(out, "--smoke", work=work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["bench.json", "summary.json", "throughput-alexnet-eager.json", "throughput-resnet18-eager.json",
+                     "train-alexnet.json"]
+    assert len(files) <= 8 and all(SAFE_NAME.fullmatch(name) and (out / name).is_file() for name in files)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is True and summary["mode"] == "smoke" and summary["failed"] == []
+    by_name = stages(summary)
+    assert list(by_name) == ["synth", "pack", "bench", "throughput-alexnet-eager", "throughput-alexnet-compiled",
+                             "train-alexnet", "throughput-resnet18-eager", "throughput-resnet18-compiled"]
+    assert by_name["throughput-alexnet-compiled"]["status"] == "skipped"  # by design in --smoke
+    assert all(s["status"] == "ok" and s["exit_status"] == 0 for n, s in by_name.items() if "compiled" not in n)
+    assert by_name["bench"]["log_tail"]  # what each stage printed comes back in the summary
+
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["device_images_per_s"] > 0 and bench["device_ratio"] > 0 and bench["device_load_seconds"] > 0
+    for model in ("alexnet", "resnet18"):
+        records = json.loads((out / f"throughput-{model}-eager.json").read_text())["records"]
+        assert [r["loader"] for r in records] == ["stream", "device"]
+        assert all(r["model"] == model and r["end_to_end_images_per_s"] > 0 and r["ratio"] > 0 for r in records)
+        assert records[1]["device_load_seconds"] > 0 and records[0]["device_load_seconds"] is None
+    train = json.loads((out / "train-alexnet.json").read_text())
+    assert train["exit_status"] == 0 and train["summary"]["model"] == "alexnet" and len(train["history"]) == 2
+    assert "--loader" in train["trainer_args"] and train["summary"]["test_map"] is not None
+    head = summary["headline"]
+    assert len(head["throughput"]) == 4 and head["train_alexnet"]["test_map"] == train["summary"]["test_map"]
+
+    # A second call on the same WORK_DIR (a warm lent machine) reuses the packed set and runs only --only.
+    again = run_check(tmp_path / "again", "--smoke", "--only", "bench", work=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    by_name = stages(json.loads((tmp_path / "again" / "summary.json").read_text()))
+    assert by_name["synth"]["status"] == by_name["pack"]["status"] == "skipped"
+    assert "reused" in by_name["pack"]["command"] and by_name["bench"]["status"] == "ok"
+    assert all(by_name[n]["command"] == "not in --only" for n in by_name
+               if n.startswith(("throughput", "train")) and "compiled" not in n)
+
+
+def test_a_failed_stage_is_recorded_and_the_rest_carry_on(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    (work / "data" / "shards").mkdir(parents=True)
+    (work / "data" / "shards" / "not-a-shard.txt").write_text("pack refuses a folder that is not empty\n")
+    done = run_check(out, "--smoke", work=work)
+    assert done.returncode == 1
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = stages(summary)
+    assert by_name["synth"]["status"] == "ok"
+    assert by_name["pack"]["status"] == "failed" and by_name["pack"]["exit_status"] != 0
+    assert any("error" in line for line in by_name["pack"]["log_tail"])
+    later = [name for name in by_name if name not in ("synth", "pack")]
+    assert len(later) == 6 and all(by_name[n]["status"] in ("not_run", "skipped") for n in later)
+    assert summary["ok"] is False and "pack" in summary["failed"] and "bench" in summary["failed"]
+
+
+def test_out_of_time_stages_are_not_run_and_say_so(tmp_path: Path) -> None:
+    done = run_check(tmp_path / "out", "--smoke", "--deadline", "20")
+    assert done.returncode == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {s["status"] for s in summary["stages"]} == {"not_run", "skipped"}
+    assert stages(summary)["synth"]["command"].startswith("out of time")
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    assert run_check(tmp_path / "out", "--fast").returncode == 2
