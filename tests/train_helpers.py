@@ -71,10 +71,12 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
 def descendants(pid: int) -> list[int]:
     """Every process below pid (Linux /proc). torchrun starts each rank in a session of its own,
     so signalling the launcher's process group does not reach the ranks."""
-    try:
-        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that forked it
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
     return [p for c in children for p in (c, *descendants(c))]
 
 
