@@ -36,9 +36,10 @@ def shards_dir(voc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
-# Seconds each slow file took in one process on the shared 2-core box (pytest --durations), for
-# the order below only: a file missing here is taken for a fast one and goes last. Add a new slow
-# file (anything that starts trainers or a cluster) with its time.
+# Rough seconds each slow file takes in one process on a quiet 2-core box (pytest -n 0 --durations
+# on the shared box, scaled down from a load of about 4), for the order below only: a file missing
+# here is taken for a fast one and goes last. Add a new slow file (anything that starts trainers or
+# a cluster) with its time.
 FILE_SECONDS = {
     "test_slurm.py": 300, "test_train_single.py": 120, "test_train_ddp.py": 75, "test_launch_sh.py": 70,
     "test_suite.py": 45, "test_run_lock.py": 40, "test_faults.py": 30, "test_evaluate.py": 28,
