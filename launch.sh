@@ -87,8 +87,9 @@ case "$cmd" in
         fi
         # One pytest worker per core (xdist), whole files per worker (module fixtures such as the
         # SLURM cluster start once): most tests wait on subprocesses, so this halves the wall time
-        # on 2 cores. `./launch.sh test -n 0` runs in one process.
-        exec "$PY" -m pytest -n auto --dist loadfile "$@"
+        # on 2 cores. Files go out in tests/conftest.py's order, slowest first (xdist would sort
+        # them by test count). `./launch.sh test -n 0` runs in one process.
+        exec "$PY" -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"
         ;;
     demo)
         setup

@@ -7,13 +7,12 @@ starts any process; called in-process here with the same arguments.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
 
+from cli_in_process import run_module
 from trainer import config, metrics
 
 
@@ -60,7 +59,7 @@ def test_help_shows_shards_and_out_as_required_without_a_none_default():
 
 
 def test_metrics_module_points_to_the_scoring_command(capsys):
-    helped = subprocess.run([sys.executable, "-m", "trainer.metrics", "--help"], capture_output=True, text=True,
-                            timeout=120)  # printed nothing before: the module had no command
-    assert helped.returncode == 0 and "python -m trainer.score SUBMISSION.csv" in helped.stdout
+    # printed nothing before: the module had no command (`python -m trainer.metrics`, in this process)
+    code, out, _ = run_module("trainer.metrics", ["--help"], capsys)
+    assert code == 0 and "python -m trainer.score SUBMISSION.csv" in out
     assert "python -m trainer.score" in _one_error_line(metrics.main([]), capsys)

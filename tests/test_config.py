@@ -1,20 +1,17 @@
 """TrainConfig: flags, YAML precedence, resume settings, and refusal of bad settings naming the flag (fast, no training)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from rich.console import Console
 
+from cli_in_process import run_module
 from models import list_models
 from shards.pack import PackOptions, pack
 from shards.synth import generate
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
 from trainer.provenance import write_run_config
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Every trainer recipe shipped (suites.yaml lists runs, it is not one: tests/test_suite_config.py checks it).
@@ -200,19 +197,15 @@ def test_resume_refuses_a_damaged_run_config(shards_dir, tmp_path):
         parse_config(["--shards", str(shards_dir), "--out", str(run), "--resume"])
 
 
-def check_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer.config", *args], cwd=PROJECT_DIR,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_config_module_prints_resolved_settings_or_one_error_line(base):
-    done = check_cli(*base, "--lr", "3e-3", "--model", "simple")
-    assert done.returncode == 0, done.stderr
-    assert yaml.safe_load(done.stdout) == as_dict(parse_config(base + ["--lr", "3e-3", "--model", "simple"]))
-    done = check_cli(*base, "--model", "vocnt", "--epochs", "2")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.splitlines() == [f"error: --model: unknown model 'vocnt'; did you mean 'vocnet'? "
-                                        f"known: {', '.join(list_models())}"]
+def test_config_module_prints_resolved_settings_or_one_error_line(base, capsys):
+    # `python -m trainer.config` (what launch.sh runs), in this process: tests/cli_in_process.py
+    code, out, err = run_module("trainer.config", [*base, "--lr", "3e-3", "--model", "simple"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out) == as_dict(parse_config(base + ["--lr", "3e-3", "--model", "simple"]))
+    code, out, err = run_module("trainer.config", [*base, "--model", "vocnt", "--epochs", "2"], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"error: --model: unknown model 'vocnt'; did you mean 'vocnet'? "
+                                f"known: {', '.join(list_models())}"]
 
 
 def _pack_hiding(tmp_path: Path, split: str) -> Path:
@@ -224,15 +217,15 @@ def _pack_hiding(tmp_path: Path, split: str) -> Path:
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_unlabeled_train_or_val_split_is_refused(tmp_path, split):
+def test_unlabeled_train_or_val_split_is_refused(tmp_path, split, capsys):
     shards = _pack_hiding(tmp_path, split)
     with pytest.raises(ConfigError, match=rf"--shards: split '{split}' of .* was packed without annotations"):
         parse_config(["--shards", str(shards), "--out", str(tmp_path / "run")])
     if split == "val":  # what launch.sh runs before starting processes: one line, exit 2
-        done = check_cli("--shards", str(shards), "--out", str(tmp_path / "run"))
-        assert (done.returncode, done.stdout) == (2, "")
-        assert len(done.stderr.splitlines()) == 1
-        assert done.stderr.startswith(f"error: --shards: split 'val' of {shards} was packed without annotations")
+        code, out, err = run_module("trainer.config", ["--shards", shards, "--out", tmp_path / "run"], capsys)
+        assert (code, out) == (2, "")
+        assert len(err.splitlines()) == 1
+        assert err.startswith(f"error: --shards: split 'val' of {shards} was packed without annotations")
 
 
 def test_unlabeled_test_split_is_accepted(tmp_path):

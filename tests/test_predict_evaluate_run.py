@@ -7,8 +7,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +17,11 @@ import torch
 from accelerate.state import AcceleratorState
 from PIL import Image
 
+from cli_in_process import run_module
 from models import create_model, list_models
 from shards.classes import CLASSES
 from shards.reader import decode_rgb
-from train_helpers import ROOT, TINY, env, run, single
+from train_helpers import TINY, run, single
 from trainer import evaluate_run, predict
 from trainer.network import build_model
 from trainer.run_model import PRETRAINED_SUFFIX, architecture
@@ -100,19 +99,21 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 
 
 @pytest.mark.slow
-def test_predict_gives_stored_test_images_the_scores_of_the_runs_submission(trained, shards_dir, tmp_path):
+def test_predict_gives_stored_test_images_the_scores_of_the_runs_submission(trained, shards_dir, tmp_path, capsys,
+                                                                            monkeypatch):
     ids = sorted(stored_jpegs(shards_dir, tmp_path / "images"))
-    done = subprocess.run([sys.executable, "-m", "trainer.predict", "--run", str(trained), "images", "--weights",
-                           "final", "--top", "3", "--batch-size", "4", "--out", "scores.csv", "--cpu"],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "weights final (epoch 3 of 3)" in done.stdout  # which weights, said before the scores
-    assert f"{len(ids)} images scored, 0 unreadable" in done.stdout
+    monkeypatch.chdir(tmp_path)  # relative paths, read where the user is
+    code, stdout, stderr = run_module("trainer.predict", ["--run", trained, "images", "--weights", "final", "--top",
+                                                          "3", "--batch-size", "4", "--out", "scores.csv", "--cpu"],
+                                      capsys)
+    assert code == 0, stdout + stderr
+    assert "weights final (epoch 3 of 3)" in stdout  # which weights, said before the scores
+    assert f"{len(ids)} images scored, 0 unreadable" in stdout
     ours, runs = read_csv(tmp_path / "scores.csv"), read_csv(trained / "submission.csv")  # the run wrote it with final
     assert list(ours) == ids == list(runs)
     assert max(np.abs(ours[i] - runs[i]).max() for i in ids) < 1e-5
     # the table: each image's most probable class on the image's own line
-    lines = done.stdout.splitlines()
+    lines = stdout.splitlines()
     for image_id in ids[:5]:
         line = next(line for line in lines if f"images/{image_id}.jpg" in line)
         assert f" {CLASSES[int(np.argmax(runs[image_id]))]} " in line
@@ -175,11 +176,12 @@ def test_predict_refuses_with_one_line(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_run_final_on_test_reproduces_the_runs_final_test(trained, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "trainer.evaluate_run", "--run", str(trained), "--weights", "final",
-                           "--cpu"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "mAP" in done.stdout and "17 images" in done.stdout  # the AP table and the count
+def test_evaluate_run_final_on_test_reproduces_the_runs_final_test(trained, tmp_path, capsys):
+    with one_thread():  # `python -m trainer.evaluate_run` in this process, with the run's float sums
+        code, stdout, stderr = run_module("trainer.evaluate_run", ["--run", trained, "--weights", "final", "--cpu"],
+                                          capsys)
+    assert code == 0, stdout + stderr
+    assert "mAP" in stdout and "17 images" in stdout  # the AP table and the count
     out, summary = trained / "eval-final-test", json.loads((trained / "summary.json").read_text())
     block = json.loads((out / "summary.json").read_text())
     final = summary["final_model"]

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from shards.manifest import load_manifest
-from train_helpers import ROOT, TINY, env, run, single
+from train_helpers import TINY, run, single
 
 
 def _verify(shards: Path) -> subprocess.CompletedProcess:
@@ -63,14 +63,17 @@ def test_verify_passes_a_good_set_and_names_a_damaged_shard(copied):
     assert "test-00000.tar: missing" in _verify(copied).stderr
 
 
-def test_the_trainer_names_a_damaged_shard_before_training(copied, tmp_path):
+def test_the_trainer_names_a_damaged_shard_before_training(copied, tmp_path, capsys):
+    from trainer.main import main  # in this process: the check comes before anything is started
+
     _zero_2kb_inside_a_jpeg(copied / "train-00002.tar")
-    done = subprocess.run(single(["--shards", str(copied), "--out", str(tmp_path / "run"), *TINY]), cwd=ROOT,
-                          env=env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+    capsys.readouterr()
+    assert main(["--shards", str(copied), "--out", str(tmp_path / "run"), *TINY]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.strip().splitlines() == [
         f"error: --shards: 1 bad shard(s) in {copied}: train-00002.tar: sha256 differs from manifest.json "
         f"(changed or damaged since it was packed); pack again or copy the shard set again "
-        f"(python -m shards.verify {copied} checks it)"], done.stderr
+        f"(python -m shards.verify {copied} checks it)"], stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -90,15 +90,22 @@ def assert_finished_once_each(out: Path) -> None:
         assert (out / name).is_file(), f"{name} missing"
 
 
-def test_two_node_job_checkpoints_on_usr1_requeues_once_and_finishes_with_world_size_two(slurm, shards_dir, tmp_path):
+def test_time_limit_warning_on_two_nodes_checkpoints_requeues_once_and_finishes_with_world_size_two(
+        slurm, shards_dir, tmp_path):
+    """SLURM's own time limit sends the warning (--time=1, 50 s early: 10-40 s after the start, by
+    slurmctld's 30 s clock) to a 2-node job. Once it has come, the test raises the limit so that the
+    requeued start (same job, same limit) is not warned again before it finishes; the first start's
+    trainers are told whether the warning came before or after they paused (the script repeats USR1).
+    One job for what a `scancel --batch --signal=USR1` job and a 1-node time-limit job checked apart."""
     # Batch 2 per process: 6 updates per epoch, so the stop check at update 4 falls mid-epoch.
     out, log, marker = tmp_path / "run", tmp_path / "job.log", tmp_path / "paused"
-    job = submit(slurm, log, ["--nodes=2"], train_args(shards_dir, out, "--batch-size", "2"), paused("1:1", marker))
-    wait_for(marker.exists, slurm, job, log, "the paused run")
-    slurm.scancel("--batch", "--signal=USR1", job)  # what the time-limit warning (--signal=B:USR1) sends
+    job = submit(slurm, log, ["--nodes=2", "--time=1", "--signal=B:USR1@50"],
+                 train_args(shards_dir, out, "--batch-size", "2"), paused("1:1", marker))
+    wait_for(lambda: log_has(log, "USR1 (time limit near)"), slurm, job, log, "the time-limit warning")
+    slurm.scontrol("update", f"JobId={job}", "TimeLimit=10")
     sent = time.monotonic()
     wait_for(lambda: log_has(log, "resumed from"), slurm, job, log, "the requeued job's resume")
-    print(f"\nUSR1 -> requeued job resumed: {time.monotonic() - sent:.1f} s")
+    print(f"\ntime-limit warning -> requeued job resumed: {time.monotonic() - sent:.1f} s")
     info = ended(slurm, job, log)
     text = log.read_text()
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), text[-6000:]
@@ -115,25 +122,6 @@ def test_two_node_job_checkpoints_on_usr1_requeues_once_and_finishes_with_world_
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
     assert yaml.safe_load((out / "config.yaml").read_text())["world_size"] == 2
     assert len((out / "submission.csv").read_text().splitlines()) == 1 + 17  # every test image once
-
-
-def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, shards_dir, tmp_path):
-    """SLURM's own time limit sends the warning (--time=1, 50 s early: 10-40 s after the start, by
-    slurmctld's 30 s clock). Once it has come, the test raises the limit so that the requeued start
-    (same job, same limit) is not warned again before it finishes; the first start's trainers are
-    told whether the warning came before or after they paused (the script repeats USR1)."""
-    out, log, marker = tmp_path / "run", tmp_path / "job.log", tmp_path / "paused"
-    job = submit(slurm, log, ["--nodes=1", "--time=1", "--signal=B:USR1@50"], train_args(shards_dir, out),
-                 paused("1:1", marker))
-    wait_for(lambda: log_has(log, "USR1 (time limit near)"), slurm, job, log, "the time-limit warning")
-    slurm.scontrol("update", f"JobId={job}", "TimeLimit=10")
-    info = ended(slurm, job, log)
-    text = log.read_text()
-    assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), text[-6000:]
-    assert text.count("requeueing job") == 1 and "stopped by SIGUSR1" in text
-    assert "(epoch 0 done, 4 batches into the next)" in text  # 6 updates per epoch, stopped at the check after 4
-    assert_finished_once_each(out)
-    assert [s["restart_count"] for s in slurm_starts(out)] == [0, 1]
 
 
 def trainer_pid(job: str, node: str) -> int:

@@ -73,21 +73,39 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
 def descendants(pid: int) -> list[int]:
     """Every process below pid (Linux /proc). torchrun starts each rank in a session of its own,
     so signalling the launcher's process group does not reach the ranks."""
-    try:
-        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that forked it
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
     return [p for c in children for p in (c, *descendants(c))]
 
 
-def kill_launch(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher and every rank and loader worker under it, as a node failure would."""
-    for pid in [proc.pid, *descendants(proc.pid)]:
+def kill_launch(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL the launcher and every rank and loader worker under it, as a node failure would, and
+    wait until all of them have exited: only then are their files closed (a run's lock is an flock
+    its loader workers share), so what a test checks next sees what a user sees after the crash."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids[1:]):  # the others are not our children: poll /proc
+        assert time.monotonic() < deadline, f"killed processes still running after {timeout} s: {pids}"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """False once the process has exited (gone, or a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
