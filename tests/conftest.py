@@ -45,6 +45,9 @@ FILE_SECONDS = {
     "test_suite.py": 45, "test_run_lock.py": 40, "test_faults.py": 30, "test_evaluate.py": 28,
     "test_models.py": 30, "test_predict_evaluate_run.py": 25, "test_shards_verify.py": 15,
     "test_train_hidden_test.py": 15, "test_shards_pack_safety.py": 10,
+    # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
+    "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 65, "test_device_loader.py": 25,
+    "test_shards_bench.py": 20,
 }
 
 
