@@ -76,6 +76,20 @@ def paused_before(batches: Iterable, pause_before: int, marker: Path, signals: i
         yield batch
 
 
+def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1) -> None:
+    """From now on in this process, rank 0 of either data source pauses before batch `batch` of `epoch`."""
+    for source in (ShardStream, DeviceData):
+        real_train = source.train
+
+        def train(self, at_epoch: int, skip: int = 0, real_train=real_train):
+            batches = real_train(self, at_epoch, skip)
+            if at_epoch == epoch and self.rank == 0 and skip <= batch:
+                return paused_before(batches, batch - skip, marker, signals)
+            return batches
+
+        source.train = train
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pause-at", required=True,
@@ -98,16 +112,8 @@ def main() -> None:
         trainer.main.test_and_write_outputs = final_test
         sys.exit(trainer.main.main(trainer_args))
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
-    for source in (ShardStream, DeviceData):
-        real_train = source.train
-
-        def train(self, at_epoch: int, skip: int = 0, real_train=real_train):
-            batches = real_train(self, at_epoch, skip)
-            if at_epoch == epoch and self.rank == 0 and pause_now and skip <= batch:
-                return paused_before(batches, batch - skip, args.marker, args.signals)
-            return batches
-
-        source.train = train
+    if pause_now:
+        pause_training(epoch, batch, args.marker, args.signals)
     sys.exit(trainer.main.main(trainer_args))
 
 

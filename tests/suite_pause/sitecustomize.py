@@ -3,9 +3,9 @@
 trainer.suite starts `python trainer/main.py ...` itself, so a test cannot put tests/paused_run.py
 in front of it. With this directory on PYTHONPATH, Python imports this file at start-up in every
 process. $VOC_PAUSE is JSON {run directory: [epoch, marker file]}: in the trainer whose `--out` is
-one of those directories, rank 0's train loader of that epoch stops before its first batch (after
+one of those directories, rank 0's training batches of that epoch stop before its first batch (after
 the previous epoch's checkpoint), writes the marker and waits for a stop signal
-(paused_run.PausedLoader). Other processes are untouched.
+(paused_run.pause_training; either loader). Other processes are untouched.
 """
 
 import json
@@ -22,19 +22,9 @@ def _install() -> None:
     if where is None:
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for paused_run
-    import trainer.data
-    from paused_run import PausedLoader
+    from paused_run import pause_training
 
-    epoch, marker = int(where[0]), Path(where[1])
-    real_train_loader = trainer.data.train_loader
-
-    def train_loader(*args, **kwargs):
-        loader = real_train_loader(*args, **kwargs)
-        if kwargs["epoch"] == epoch and kwargs["rank"] == 0:
-            return PausedLoader(loader, 0, marker)
-        return loader
-
-    trainer.data.train_loader = train_loader
+    pause_training(int(where[0]), 0, Path(where[1]))
 
 
 _install()
