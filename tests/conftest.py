@@ -46,7 +46,7 @@ FILE_SECONDS = {
     "test_models.py": 30, "test_predict_evaluate_run.py": 25, "test_shards_verify.py": 15,
     "test_train_hidden_test.py": 15, "test_shards_pack_safety.py": 10,
     # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
-    "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 65, "test_device_loader.py": 25,
+    "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 35, "test_device_loader.py": 25,
     "test_shards_bench.py": 20,
 }
 
