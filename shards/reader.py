@@ -65,7 +65,8 @@ def _worker() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
-def _seeded(*parts: object) -> random.Random:
+def seeded(*parts: object) -> random.Random:
+    """A random.Random for a tuple of parts: the same stream in every process and run."""
     # String seeds are hashed with SHA-512 by `random`: stable across runs and processes.
     return random.Random("/".join(map(str, parts)))
 
@@ -91,7 +92,7 @@ class _TrainShards(IterableDataset):
 
     def __init__(self, urls: list[str], *, seed: int, epoch: int, rank: int, world_size: int) -> None:
         order = sorted(urls)
-        _seeded(seed, epoch).shuffle(order)
+        seeded(seed, epoch).shuffle(order)
         # With more ranks than shards a rank reads all of them (in its own order) rather than none.
         self.rank_urls = order[rank::world_size] or order
         self.seed_parts = (seed, epoch, rank)
@@ -101,7 +102,7 @@ class _TrainShards(IterableDataset):
         mine = self.rank_urls[worker::num_workers] or self.rank_urls
         for cycle in itertools.count():
             urls = list(mine)
-            _seeded(*self.seed_parts, worker, cycle).shuffle(urls)
+            seeded(*self.seed_parts, worker, cycle).shuffle(urls)
             yield from ({"url": url} for url in urls)
 
 
@@ -181,7 +182,7 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> Batch:
 
 def _shuffled(seed_parts: tuple) -> Callable:
     def stage(samples: Iterable[dict]) -> Iterator[dict]:
-        rng = _seeded(*seed_parts, "samples", _worker()[0])
+        rng = seeded(*seed_parts, "samples", _worker()[0])
         yield from wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER // 4, rng=rng)(samples)
     return stage
 
@@ -218,7 +219,7 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
         # webdataset warns that with_length does not cut the epoch: _worker_share does that.
         warnings.filterwarnings("ignore", message=r".*with_length", category=UserWarning)
         pipeline = pipeline.with_length(steps)  # so len(loader) == steps, for progress bars
-    generator = torch.Generator().manual_seed(_seeded(*seed_parts, "torch").getrandbits(63))
+    generator = torch.Generator().manual_seed(seeded(*seed_parts, "torch").getrandbits(63))
     # Pinned host memory only helps (and only works) with a CUDA device to copy to.
     return DataLoader(pipeline, batch_size=None, num_workers=num_workers, generator=generator,
                       pin_memory=torch.cuda.is_available())

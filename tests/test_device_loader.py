@@ -114,9 +114,8 @@ def test_eval_view_is_the_streaming_loaders_pixels_and_every_image_once(shards_d
                 for image_id, image in zip(batch_ids, images):
                     assert image_id not in seen
                     seen[image_id] = image
-                    # Whatever rank streams it, the pixels are the same (exactly once, same view).
-                    if image_id in streamed:
-                        assert torch.equal(image, streamed[image_id])
+                    # The same rank streams it (crop_flip: both read the reader's share), with the same pixels.
+                    assert torch.equal(image, streamed[image_id])
             assert ids == expected[split]["ids"]
         assert sorted(seen) == expected[split]["ids"]
 

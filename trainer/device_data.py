@@ -15,7 +15,6 @@ whether or not the run was stopped and resumed before it.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Iterator
 
 import psutil
@@ -24,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from shards.manifest import load_manifest
-from shards.reader import Batch
+from shards.reader import Batch, seeded
 from shards.resident import (EvalView, RawImages, estimate_raw_bytes, eval_view_bytes, load_eval_view, load_raw,
                              train_view)
 from trainer.data import DEBUG_BATCHES, RunData, ShardStream
@@ -36,8 +35,7 @@ GB = 1e9
 
 
 def _seed(*parts: object) -> int:
-    # String seeds are hashed with SHA-512 by `random`: the same number in every process and run.
-    return random.Random("/".join(map(str, parts))).getrandbits(63)
+    return seeded(*parts).getrandbits(63)
 
 
 class DeviceData(RunData):
@@ -49,11 +47,9 @@ class DeviceData(RunData):
         workers = 0 if cfg.debug else cfg.workers
         load = dict(image_size=cfg.image_size, device=device, num_workers=workers)
         # RandomResizedCrop needs the stored images; the other presets start from the eval view.
-        self.raw: RawImages | None = None
         if cfg.augment == "crop_flip":
-            self.raw = load_raw(cfg.shards, "train", device=device, num_workers=workers)
+            self.train_source: RawImages | EvalView = load_raw(cfg.shards, "train", device=device, num_workers=workers)
             self.views = {"train": load_eval_view(cfg.shards, "train", rank=rank, world_size=world_size, **load)}
-            self.train_source: RawImages | EvalView = self.raw
         else:
             full = load_eval_view(cfg.shards, "train", **load)
             self.views = {"train": _share(full, rank, world_size)}
