@@ -35,10 +35,10 @@ local_launch() {
         local mp=bf16
         "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_bf16_supported() else 1)' || mp=fp16
         local multi=(); (( ngpu > 1 )) && multi=(--multi_gpu)
-        run_launcher "$VENV/bin/accelerate" launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
+        run_launcher "$PY" -m trainer.launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
             --mixed_precision "$mp" --dynamo_backend no "$TRAIN_SCRIPT" --mixed-precision "$mp" "$@"
     else
-        ACCELERATE_USE_CPU=true run_launcher "$VENV/bin/accelerate" launch --multi_gpu --num_processes 2 \
+        ACCELERATE_USE_CPU=true run_launcher "$PY" -m trainer.launch --multi_gpu --num_processes 2 \
             --num_machines 1 --mixed_precision no --dynamo_backend no "$TRAIN_SCRIPT" "$@"
     fi
 }

@@ -36,6 +36,6 @@ multi=()
 (( total > 1 )) && multi=(--multi_gpu --machine_rank "$node" --same_network
     --main_process_ip "$MAIN_HOST" --main_process_port "$MAIN_PORT")
 # shellcheck disable=SC2086  # VOC_TRAIN_ENTRY is a command line (test-only)
-exec "$PY" -m accelerate.commands.launch ${multi[@]+"${multi[@]}"} --num_processes "$total" --num_machines "$nodes" \
+exec "$PY" -m trainer.launch ${multi[@]+"${multi[@]}"} --num_processes "$total" --num_machines "$nodes" \
     --mixed_precision "$precision" --dynamo_backend no ${VOC_TRAIN_ENTRY:-trainer/main.py} \
     --mixed-precision "$precision" "$@"

@@ -15,6 +15,8 @@ each but the last, so a test can send the next one only once the previous one ha
 `--pause-at final` pauses rank 0 after training, before the final test (a stop signal there no
 longer stops the run: it finishes). With --once it pauses only while FILE does not exist yet, so a
 requeued or resubmitted job (tests/test_slurm.py) goes straight on where the first start paused.
+With --release FILE2 the pause ends when FILE2 exists instead of on a stop signal (the run goes on
+with nothing to stop it: for tests that freeze another process meanwhile).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from trainer.signals import STOP_SIGNALS
 WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
 
 
-def wait_for_stop_signal(marker: Path, signals: int = 1) -> None:
-    """Write `marker`, then block until `signals` stop signals have gone through the trainer's handler."""
+def wait_for_stop_signal(marker: Path, signals: int = 1, release: Path | None = None) -> None:
+    """Write `marker`, then block until `signals` stop signals have gone through the trainer's handler
+    (or, with `release`, until that file exists)."""
     received = threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     count = 0
@@ -60,23 +63,26 @@ def wait_for_stop_signal(marker: Path, signals: int = 1) -> None:
     deadline = time.monotonic() + WAIT_LIMIT_S
     # Short waits: the main thread runs Python signal handlers between them.
     while not received.wait(0.05):
+        if release is not None and release.exists():
+            break
         if time.monotonic() > deadline:
             raise SystemExit(f"paused_run: no stop signal within {WAIT_LIMIT_S} s after {marker}")
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 
 
-def paused_before(batches: Iterable, pause_before: int, marker: Path, signals: int = 1) -> Iterator:
+def paused_before(batches: Iterable, pause_before: int, marker: Path, signals: int = 1,
+                  release: Path | None = None) -> Iterator:
     """`batches`, with a pause before the one at index `pause_before`. The source's `train` has run
     already, so the streaming loader's workers started where the trainer shields them from stop
     signals (trainer.signals)."""
     for index, batch in enumerate(batches):
         if index == pause_before:
-            wait_for_stop_signal(marker, signals)
+            wait_for_stop_signal(marker, signals, release)
         yield batch
 
 
-def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1) -> None:
+def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1, release: Path | None = None) -> None:
     """From now on in this process, rank 0 of either data source pauses before batch `batch` of `epoch`."""
     for source in (ShardStream, DeviceData):
         real_train = source.train
@@ -84,7 +90,7 @@ def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1) -> No
         def train(self, at_epoch: int, skip: int = 0, real_train=real_train):
             batches = real_train(self, at_epoch, skip)
             if at_epoch == epoch and self.rank == 0 and skip <= batch:
-                return paused_before(batches, batch - skip, marker, signals)
+                return paused_before(batches, batch - skip, marker, signals, release)
             return batches
 
         source.train = train
@@ -97,6 +103,7 @@ def main() -> None:
     parser.add_argument("--marker", required=True, type=Path)
     parser.add_argument("--signals", type=int, default=1, help="stop signals to wait for before going on")
     parser.add_argument("--once", action="store_true", help="no pause when the marker already exists")
+    parser.add_argument("--release", type=Path, help="end the pause when this file exists (no stop signal needed)")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
@@ -113,7 +120,7 @@ def main() -> None:
         sys.exit(trainer.main.main(trainer_args))
     epoch, batch = (int(part) for part in args.pause_at.split(":"))
     if pause_now:
-        pause_training(epoch, batch, args.marker, args.signals)
+        pause_training(epoch, batch, args.marker, args.signals, args.release)
     sys.exit(trainer.main.main(trainer_args))
 
 

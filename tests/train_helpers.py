@@ -37,9 +37,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ddp(args: list[str], paused: tuple[str, Path] | None = None) -> list[str]:
-    """The docs/NOTES.md command for real 2-process DDP on CPU (`paused`: see `single`)."""
-    return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+def ddp(args: list[str], paused: tuple[str, Path] | None = None, ours: bool = False) -> list[str]:
+    """The docs/NOTES.md command for real 2-process DDP on CPU (`paused`: see `single`). ours: through
+    `python -m trainer.launch` (accelerate launch minus its traceback: what launch.sh and the cluster use)."""
+    launcher = [sys.executable, "-m", "trainer.launch"] if ours else [ACCELERATE, "launch"]
+    return [*launcher, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             *_entry(args, paused)]
 
@@ -52,11 +54,12 @@ def single(args: list[str], module: bool = False, paused: tuple[str, Path] | Non
     return [sys.executable, *_entry(args, paused)]
 
 
-def _entry(args: list[str], paused: tuple[str, Path] | None) -> list[str]:
+def _entry(args: list[str], paused: tuple | None) -> list[str]:
     if paused is None:
         return ["trainer/main.py", *args]
-    at, marker = paused
-    return ["tests/paused_run.py", "--pause-at", at, "--marker", str(marker), "--", *args]
+    at, marker, *release = paused  # (at, marker) or (at, marker, release file): see tests/paused_run.py
+    return ["tests/paused_run.py", "--pause-at", at, "--marker", str(marker),
+            *(["--release", str(release[0])] if release else []), "--", *args]
 
 
 def run(cmd: list[str], timeout: float = 240) -> str:

@@ -162,7 +162,8 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         fail("weights", f"no such file {cfg.weights}")
     for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("test_frequency", 1),
-                      ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32)):
+                      ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32),
+                      ("hang_timeout", 0)):
         if getattr(cfg, name) < low:
             fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
     for f in dataclasses.fields(TrainConfig):  # nan/inf pass every comparison below unnoticed

@@ -29,6 +29,9 @@ from shards.transforms import normalize
 from trainer.data import RunData
 from trainer.metrics import average_precisions
 from trainer.recipe import logit_targets
+from trainer.watchdog import Watchdog
+
+UNWATCHED = Watchdog(0)  # for callers without a run's watchdog (tools, tests): declared waits are not timed
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,6 +106,8 @@ def evaluate(
     loss_fn: LossFn | None = None,
     split: str = "eval",
     labeled: bool = True,
+    watchdog: Watchdog = UNWATCHED,
+    epoch: int | None = None,
 ) -> EvalResult:
     """Score every image of a split once across all ranks; the same result on every rank.
 
@@ -111,7 +116,8 @@ def evaluate(
     ids from the manifest. loss_fn(logits [B, 21], targets [B, 21]) returns the batch mean.
     split only names the split in error messages. labeled=False (labels hidden: the states are
     placeholders) scores and checks the ids but computes no loss and no metrics. The model's
-    train/eval mode is restored.
+    train/eval mode is restored. Its waits (each batch, the collectives) are declared to `watchdog`;
+    `epoch` only names where in its message.
     """
     if not expected_ids:
         raise ValueError(f"split '{split}' has no images in the manifest: nothing to evaluate")
@@ -123,19 +129,24 @@ def evaluate(
     # holds different ones. Score with rank 0's, the ones checkpoints save, so that an image's score
     # does not depend on which rank scored it.
     if accelerator.num_processes > 1:
-        for buffer in net.buffers():
-            broadcast(buffer, from_process=0)
+        with watchdog.waiting("rank 0's BatchNorm statistics (a broadcast)", phase=f"evaluate {split}", epoch=epoch):
+            for buffer in net.buffers():
+                broadcast(buffer, from_process=0)
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            local = _local_pass(net, loader, accelerator, loss_fn)
+            batches = watchdog.watch(loader, f"the next batch of the {split} eval loader", phase=f"evaluate {split}",
+                                     epoch=epoch)
+            local = _local_pass(net, batches, accelerator, loss_fn)
     finally:
         net.train(was_training)
 
     # One object per rank; gather_object returns the list of all ranks' objects (and the
     # object itself, in a list here, on a single process).
-    gathered = gather_object([local])
+    with watchdog.waiting("every rank's scores (a gather: the slowest rank's share decides)",
+                          phase=f"evaluate {split}", epoch=epoch):
+        gathered = gather_object([local])
     ids = [i for rank_ids, _, _, _ in gathered for i in rank_ids]
     _check_ids(ids, expected_ids, split)
     scores = np.concatenate([s for _, s, _, _ in gathered])
@@ -152,8 +163,10 @@ def evaluate(
 
 
 def evaluate_split(model: nn.Module, data: RunData, split: str, accelerator: Accelerator,
-                   loss_fn: LossFn | None = None) -> EvalResult:
+                   loss_fn: LossFn | None = None, *, watchdog: Watchdog = UNWATCHED,
+                   epoch: int | None = None) -> EvalResult:
     """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
-    batches, expected_ids = data.eval(split)
+    with watchdog.waiting(f"the {split} eval loader's workers to start", phase=f"evaluate {split}", epoch=epoch):
+        batches, expected_ids = data.eval(split)
     return evaluate(model, batches, accelerator, expected_ids=expected_ids, loss_fn=loss_fn, split=split,
-                    labeled=data.is_labeled(split))
+                    labeled=data.is_labeled(split), watchdog=watchdog, epoch=epoch)

@@ -24,7 +24,8 @@ from trainer import checkpoint, outputs, plots
 from trainer.checkpoint import RunState
 from trainer.config import TrainConfig
 from trainer.data import RunData
-from trainer.evaluate import EvalResult, evaluate_split
+from trainer.evaluate import UNWATCHED, EvalResult, evaluate_split
+from trainer.watchdog import Watchdog
 
 
 def _best_is_usable(run_dir: Path, state: RunState, say: Callable) -> bool:
@@ -51,7 +52,7 @@ def _test_block(result: EvalResult) -> dict:
 
 def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, state: RunState, *,
                            data: RunData, loss_fn: torch.nn.Module, say: Callable, console: Console,
-                           wall_seconds: float) -> dict:
+                           wall_seconds: float, watchdog: Watchdog = UNWATCHED) -> dict:
     """Collective (every rank evaluates its share); only the main process writes files. Returns the summary.
 
     Test labels hidden (the split was packed without annotations): only the model that writes
@@ -63,11 +64,12 @@ def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn
     if cfg.test_with == "best" and not best_usable:
         say("--test-with best: the best-val model is the final one (or unknown); using the final model")
     used_name = "best" if cfg.test_with == "best" and best_usable else "final"
-    final = evaluate_split(model, data, "test", accelerator, loss_fn) if labeled or used_name == "final" else None
+    final = evaluate_split(model, data, "test", accelerator, loss_fn, watchdog=watchdog) \
+        if labeled or used_name == "final" else None
     best = None
     if best_usable and (labeled or used_name == "best"):
         checkpoint.load_best(accelerator, model, run_dir)
-        best = evaluate_split(model, data, "test", accelerator, loss_fn)
+        best = evaluate_split(model, data, "test", accelerator, loss_fn, watchdog=watchdog)
     used = best if used_name == "best" else final
     skipped = data.skipped_at_pack["test"]
 

@@ -10,15 +10,17 @@ the data source gets the rank and world size from it (trainer/data.py).
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from models import describe
 from shards.transforms import normalize
@@ -29,6 +31,7 @@ from trainer.config_yaml import read_run_record
 from trainer.data import RunData
 from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
+from trainer.faults import Identity, RunFault, as_fault
 from trainer.final_eval import test_and_write_outputs
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
@@ -37,9 +40,13 @@ from trainer.provenance import write_run_config
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
 from trainer.run_lock import RunDirLock
 from trainer.signals import StopSignal
+from trainer.watchdog import Watchdog
 
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
 PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
+# The process group's own timeout, past --hang-timeout: the watchdog, which says what hung, ends the
+# wait first; the library's timeout (an exception in a thread that may be stuck in C) only backs it up.
+GROUP_TIMEOUT_MARGIN_S = 60
 
 
 def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:
@@ -55,10 +62,12 @@ def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: Ru
     say(f"logits {tuple(logits.shape)} [{logits.min():.3f}, {logits.max():.3f}]")
 
 
-def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerator, wall_seconds: float) -> RunState:
+def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerator, wall_seconds: float,
+                    watchdog: Watchdog) -> RunState:
     """The run state after `so_far.batch` batches of the next epoch (collective: sums the loss over ranks).
     `state` is the epoch's start, which a resumed epoch's partial sums are already part of."""
-    loss_sum = accelerator.reduce(so_far.loss_sum.detach().clone(), "sum").item()
+    with watchdog.waiting("the sum of the train loss over the ranks (a collective)", batch=so_far.batch):
+        loss_sum = accelerator.reduce(so_far.loss_sum.detach().clone(), "sum").item()
     return replace(state, step_in_epoch=so_far.batch, partial_loss_sum=state.partial_loss_sum + loss_sum,
                    partial_seconds=state.partial_seconds + so_far.seconds, wall_seconds=wall_seconds)
 
@@ -82,23 +91,42 @@ def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..
     return state
 
 
+def stop_agreed(stop: StopSignal, accelerator: Accelerator, watchdog: Watchdog, **where: object) -> bool:
+    """StopSignal.agreed (a collective) as a declared wait."""
+    with watchdog.waiting("the stop-signal agreement with the other ranks (a collective)", **where):
+        return stop.agreed(accelerator)
+
+
 def train(cfg: TrainConfig) -> dict:
-    """Run the whole training described by a validated config; returns the summary (every rank)."""
+    """Run the whole training described by a validated config; returns the summary (every rank).
+    A fault after launch is raised as trainer.faults.RunFault (its line and exit status)."""
     # Stop signals are caught from the start: one that comes during set-up stops the run at the
     # first stop check with a checkpoint, instead of killing a process its peers wait for.
-    with StopSignal() as stop, RunDirLock(cfg.out) as run_dir_lock:
-        return _train(cfg, stop, run_dir_lock)
+    with StopSignal() as stop, RunDirLock(cfg.out) as run_dir_lock, Watchdog(cfg.hang_timeout) as watchdog:
+        try:
+            return _train(cfg, stop, run_dir_lock, watchdog)
+        except Exception as err:
+            fault = as_fault(err, watchdog.identity, ConfigError)
+            if fault is None:
+                raise  # a bug: its traceback is the report
+            raise fault from err
 
 
-def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict:
+def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdog: Watchdog) -> dict:
     wall_start = time.time()
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
-        log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=cfg.out,
-        step_scheduler_with_optimizer=False,  # we step it once per real update: see recipe.build_scheduler
-        dynamo_backend="inductor" if cfg.compile else "no",  # Accelerate compiles the model in prepare
-    )
-    run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/run_lock.py)
+    group_timeout = timedelta(seconds=cfg.hang_timeout + GROUP_TIMEOUT_MARGIN_S) if cfg.hang_timeout > 0 else None
+    with watchdog.waiting("every process of the launch to join the process group", phase="set-up"):
+        accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
+            log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=cfg.out,
+            step_scheduler_with_optimizer=False,  # we step it once per real update: see recipe.build_scheduler
+            dynamo_backend="inductor" if cfg.compile else "no",  # Accelerate compiles the model in prepare
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=group_timeout)],
+        )
+    watchdog.identify(Identity(rank=accelerator.process_index, world=accelerator.num_processes,
+                               main=accelerator.is_main_process, host=socket.gethostname()), Path(cfg.out))
+    with watchdog.waiting("the main process's claim of --out (a broadcast)", phase="set-up"):
+        run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/run_lock.py)
     run_dir, world = Path(cfg.out), accelerator.num_processes
     if cfg.debug and world > 1:
         raise ConfigError("--debug runs one process: start it with `python trainer/main.py --debug ...`")
@@ -112,13 +140,16 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
     # --- model (first: a model that cannot take the input size fails before the data is loaded)
-    with accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
+    with watchdog.waiting("the main process to build the model first (pretrained weights)", phase="set-up"), \
+            accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
         model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     # --- data: streamed from the shards every epoch, or decoded once onto the device (--loader)
-    data, loader_line = open_data(cfg, accelerator)
+    with watchdog.waiting("the data to load (--loader; decoding onto the device, or the shards' manifest)",
+                          phase="set-up"):
+        data, loader_line = open_data(cfg, accelerator)
     say(loader_line)
     if not data.checksummed:
         say(f"[yellow]warning: {cfg.shards}/manifest.json has no sha256 checksums (packed by an older shards.pack): "
@@ -132,10 +163,12 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
     updates_per_epoch = data.batches // cfg.grad_accum
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=updates_per_epoch * cfg.epochs,
                                 warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    with watchdog.waiting("DDP set-up (rank 0's weights broadcast to every rank)", phase="set-up"):
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- fresh start or resume
-    state = start_or_resume(cfg, accelerator, say)
+    with watchdog.waiting("the run's state to load (--resume) and its files to be written", phase="set-up"):
+        state = start_or_resume(cfg, accelerator, say)
     # The run's clock: this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds).
     run_start = wall_start - state.wall_seconds
     if cfg.log_with != "none":
@@ -153,9 +186,13 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
             epoch_lr = scheduler.get_last_lr()[0]  # the rate the epoch starts with (cosine moves it every update)
             progress.start_epoch(epoch, cfg.epochs, data.batches, skip)
             so_far, stopped = None, False
-            for so_far in train_updates(model, data.train(epoch, skip), optimizer=optimizer, scheduler=scheduler,
-                                        loss_fn=loss_fn, accelerator=accelerator, first_batch=skip,
-                                        channels_last=cfg.channels_last):
+            # Two declared waits: the loader's next batch, and the step around it (its gradient all-reduce).
+            batches = watchdog.watch(data.train(epoch, skip), "the next batch of the train loader", first=skip,
+                                     phase="train", epoch=epoch)
+            updates = train_updates(model, batches, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+                                    accelerator=accelerator, first_batch=skip, channels_last=cfg.channels_last)
+            for so_far in watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
+                                         first=skip // cfg.grad_accum, count="update", phase="train", epoch=epoch):
                 update = so_far.batch // cfg.grad_accum  # updates done in this epoch, the same on every rank
                 if progress.live and (update % PROGRESS_EVERY == 0 or so_far.batch == data.batches):
                     images_per_s = (so_far.batch - skip) * cfg.batch_size * world / max(so_far.seconds, 1e-9)
@@ -163,66 +200,83 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock) -> dict
                 # The stop agreement is a collective with a host sync: every few updates, not every one.
                 # Not on the epoch's last update: the epoch-end check below stops there, after the
                 # epoch's own checkpoint (a 'mid-epoch' one at its end would resume into no batches).
-                stopped = update % STOP_CHECK_UPDATES == 0 and so_far.batch < data.batches and stop.agreed(accelerator)
+                stopped = update % STOP_CHECK_UPDATES == 0 and so_far.batch < data.batches and \
+                    stop_agreed(stop, accelerator, watchdog, phase="train", epoch=epoch, batch=so_far.batch)
                 periodic = bool(cfg.checkpoint_every_steps) and \
                     ((epoch - 1) * updates_per_epoch + update) % cfg.checkpoint_every_steps == 0
                 if stopped or (periodic and so_far.batch < data.batches):  # the epoch's end has its own
-                    part = mid_epoch_state(state, so_far, accelerator, time.time() - run_start)
-                    path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
+                    part = mid_epoch_state(state, so_far, accelerator, time.time() - run_start, watchdog)
+                    with watchdog.waiting(f"checkpoint {part.name()} to be saved by every rank", phase="checkpoint"):
+                        path = checkpoint.save_checkpoint(accelerator, run_dir, part, keep=cfg.keep_checkpoints)
                     say(f"checkpoint {path}")
                 if stopped:
                     break
             if stopped:
                 say(f"stopped by {stop.name()}; resume with --resume")
-                accelerator.end_training()
+                end_training(accelerator, watchdog)
                 return {"stopped": True, "epoch": epoch}
             if so_far is None or so_far.batch != data.batches:
                 raise RuntimeError(f"epoch {epoch}: the train loader gave {0 if so_far is None else so_far.batch} of "
                                    f"{data.batches} batches on process {accelerator.process_index}")
 
             # Mean train loss over every batch of every rank (those before a resume included).
-            trained = mid_epoch_state(state, so_far, accelerator, time.time() - run_start)
+            trained = mid_epoch_state(state, so_far, accelerator, time.time() - run_start, watchdog)
             row = {"epoch": epoch, "train_loss": trained.partial_loss_sum / (data.batches * world), "val_loss": None,
                    "val_map": None, "train_map": None, "lr": epoch_lr,
                    "images_per_s": data.batches * cfg.batch_size * world / max(trained.partial_seconds, 1e-9)}
 
             # --- evaluate at epoch 1, every --test-frequency epochs and the last; keep the best
             if epoch == 1 or epoch % cfg.test_frequency == 0 or epoch == cfg.epochs:
-                val = evaluate_split(model, data, "val", accelerator, loss_fn)
-                train_eval = evaluate_split(model, data, "train", accelerator, loss_fn)
+                val = evaluate_split(model, data, "val", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
+                train_eval = evaluate_split(model, data, "train", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
                 row.update(val_loss=val.loss, val_map=val.metrics["map"], train_map=train_eval.metrics["map"])
                 if val.metrics["map"] is not None and (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
                     # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
-                    checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val.metrics["map"])
+                    with watchdog.waiting("best/ to be saved (barriers of every rank)", phase="checkpoint", epoch=epoch):
+                        checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val.metrics["map"])
                     state.best_val_map, state.best_epoch = val.metrics["map"], epoch
             row["seconds"] = time.time() - epoch_start + state.partial_seconds
 
             # --- checkpoint, then the history row (only now that its checkpoint exists)
             state = RunState(epoch=epoch, wall_seconds=time.time() - run_start, best_val_map=state.best_val_map,
                              best_epoch=state.best_epoch, history=[*state.history, row])
-            checkpoint.save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
+            with watchdog.waiting(f"checkpoint {state.name()} to be saved by every rank", phase="checkpoint"):
+                checkpoint.save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
             if accelerator.is_main_process:
                 outputs.write_history(run_dir / "history.csv", state.history)
             accelerator.log({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
             say(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
-            if stop.agreed(accelerator):
+            if stop_agreed(stop, accelerator, watchdog, phase="epoch end", epoch=epoch):
                 say(f"stopped by {stop.name()} after the epoch's checkpoint; resume with --resume")
-                accelerator.end_training()
+                end_training(accelerator, watchdog)
                 return {"stopped": True, "epoch": epoch}
 
     summary = test_and_write_outputs(cfg, accelerator, model, state, data=data, loss_fn=loss_fn, say=say,
-                                     console=progress.console, wall_seconds=time.time() - run_start)
-    accelerator.end_training()
+                                     console=progress.console, wall_seconds=time.time() - run_start,
+                                     watchdog=watchdog)
+    end_training(accelerator, watchdog)
     return summary
 
 
+def end_training(accelerator: Accelerator, watchdog: Watchdog) -> None:
+    with watchdog.waiting("the other ranks to end the run (trackers, process group)", phase="end"):
+        accelerator.end_training()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse, then train. Exit status: 0 done or stopped by a signal (checkpoint saved), 2 bad settings."""
+    """Parse, then train. Exit status (trainer/faults.py): 0 done or stopped by a signal (checkpoint
+    saved), 1 a peer failed, 2 bad input, 74 I/O error, 124 a wait passed --hang-timeout."""
     try:
-        train(parse_config(argv))
+        cfg = parse_config(argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        train(cfg)
+    except RunFault as fault:
+        if fault.line:
+            print(f"error: {fault.line}", file=sys.stderr)
+        return fault.status
     return 0
 
 

@@ -67,6 +67,9 @@ class TrainConfig:
     compile: bool = field(default=False, **_opt("torch.compile the model (inductor, through Accelerate); the first steps compile"))
     workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
     seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
+    hang_timeout: float = field(default=600.0, **_opt(
+        "seconds any single wait may last (next batch, collective, checkpoint save) before the process ends "
+        "itself with one error line and exit status 124; 0 = wait forever (trainer/watchdog.py)"))
     # --- checkpoints and logging
     resume: bool = field(default=False, **_opt("continue from the latest complete checkpoint in --out"))
     keep_checkpoints: int = field(default=2, **_opt("how many of the newest checkpoints to keep"))

@@ -1,0 +1,106 @@
+"""How a run ends on a fault: one `error:` line from the process that found it, and an exit status
+that says what kind of fault it was (README "Exit status"; cluster/train.sbatch acts on it).
+
+    0    done, or stopped by a signal after saving a checkpoint (--resume continues)
+    1    this process stopped because another process of the run failed (that one's line says
+         why), or an unexpected error (a bug: the traceback is printed)
+    2    bad input: a setting, the shards, no intact checkpoint to resume
+    74   I/O error: no space left, read-only file system, EIO... while writing the run's files (EX_IOERR)
+    124  a wait passed --hang-timeout (trainer.watchdog); the run resumes from its last checkpoint
+
+The peers of a failed process learn of it when the connection to it breaks in their next
+collective: they say so in one line, with status 1, kept below the others so that a scheduler
+that reports the highest status of a job's tasks (srun) reports the cause.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+EXIT_PEER = 1
+EXIT_BAD_INPUT = 2
+EXIT_IO = 74
+EXIT_HANG = 124
+
+# Errors of the file system a run writes to: the user must make room or fix the mount, not the code.
+IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
+                       errno.ESTALE, errno.EFBIG, errno.ENAMETOOLONG})
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "Socket Timeout", "Connection refused")
+
+
+@dataclass
+class Identity:
+    """Who this process is in the run, for its error line (from the Accelerator, once it exists)."""
+
+    rank: int
+    world: int
+    main: bool
+    host: str
+
+    def prefix(self) -> str:
+        return f"rank {self.rank} on {self.host}: " if self.world > 1 else ""
+
+
+class RunFault(Exception):
+    """A fault found after launch, as this process reports it: `line` (None: say nothing, another
+    process says it) and the exit status."""
+
+    def __init__(self, status: int, line: str | None) -> None:
+        super().__init__(line or f"exit status {status}")
+        self.status, self.line = status, line
+
+
+def io_line(err: OSError) -> str | None:
+    """An OSError of the run's files as one line naming the path and the cause in words."""
+    if err.errno not in IO_ERRNOS:
+        return None
+    path = err.filename or "the run's files"
+    return f"cannot write {path}: {os.strerror(err.errno).lower()}" + _hint(err.errno) + _context(err)
+
+
+def _hint(code: int) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "; make room (the last complete checkpoint is intact), then run the same command with --resume"
+    if code == errno.EROFS:
+        return "; choose an --out on a writable file system"
+    return ""
+
+
+def _context(err: BaseException) -> str:
+    # A library error chained below ours ("iostream error") only helps when the errno says little.
+    cause = err.__cause__
+    if cause is None or getattr(err, "errno", None) != errno.EIO:
+        return ""
+    return f" ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+
+
+def peer_lost(err: BaseException) -> bool:
+    """True for the error a collective raises when another process of the run has gone away."""
+    return isinstance(err, RuntimeError) and any(marker in str(err) for marker in PEER_LOST)
+
+
+def as_fault(err: Exception, who: Identity | None, bad_input: type[Exception]) -> RunFault | None:
+    """The one-line account of an error raised after launch, or None for an unexpected error (a bug,
+    whose traceback the user should see). `bad_input`: the settings error class (trainer.settings)."""
+    prefix = who.prefix() if who else ""
+    if isinstance(err, bad_input):
+        # A setting or data problem is found alike on every rank: the main process says it.
+        return RunFault(EXIT_BAD_INPUT, str(err) if who is None or who.main else None)
+    if isinstance(err, OSError) and io_line(err):
+        return RunFault(EXIT_IO, prefix + io_line(err))
+    if isinstance(err, PeerFailed):
+        return RunFault(EXIT_PEER, f"{prefix}stopped: {err}")
+    if peer_lost(err):
+        first = " ".join(str(err).split())[:120]
+        return RunFault(EXIT_PEER, f"{prefix}stopped: another process of the run has gone away (its own line "
+                                   f"says why) [{first}]")
+    return None
+
+
+class PeerFailed(RuntimeError):
+    """Raised on the other ranks when one rank's part of a collective operation failed; the message
+    says which rank and what (that rank raises the real error)."""
