@@ -138,15 +138,22 @@ PartitionName={URGENT} Nodes={','.join(NODES)} MaxTime=INFINITE State=UP Priorit
             self._spawn([_find("slurmd"), "-D", "-f", str(self.conf), "-N", name], f"slurmd-{name}")
         self._wait(lambda: self.node_states() == ["idle"] * len(NODES), "both nodes idle")
 
+    def cancel_all(self, limit: float = 60) -> None:
+        """SIGKILL every job's processes and cancel every job (pending ones too), then wait until the
+        queue is empty and both nodes are idle again: a test that failed never leaves the next one
+        without nodes. Raises TimeoutError naming what still holds the cluster after `limit` s."""
+        subprocess.run([_find("scancel"), "--full", "--signal=KILL", "--state=RUNNING", "--user=root"],
+                       env=self.env, capture_output=True, timeout=30)
+        subprocess.run([_find("scancel"), "--user=root"], env=self.env, capture_output=True, timeout=30)
+        self._wait(lambda: not self.squeue() and self.node_states() == ["idle"] * len(NODES),
+                   "an empty queue and idle nodes after cancelling every job", limit=limit)
+
     def stop(self) -> None:
         """Cancel what still runs, then stop the daemons (slurmd last-in first-out)."""
         if self.scontrol("ping", check=False).returncode == 0:
-            subprocess.run([_find("scancel"), "--full", "--signal=KILL", "--state=RUNNING", "--user=root"],
-                           env=self.env, capture_output=True, timeout=30)
-            subprocess.run([_find("scancel"), "--user=root"], env=self.env, capture_output=True, timeout=30)
             try:
-                self._wait(lambda: not self.squeue(), "jobs to end", limit=30)
-            except TimeoutError:
+                self.cancel_all(limit=30)
+            except (TimeoutError, RuntimeError):
                 pass
         for proc in reversed(self._daemons):
             proc.terminate()

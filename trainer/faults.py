@@ -95,9 +95,9 @@ def as_fault(err: Exception, who: Identity | None, bad_input: type[Exception]) -
     if isinstance(err, PeerFailed):
         return RunFault(EXIT_PEER, f"{prefix}stopped: {err}")
     if peer_lost(err):
-        first = " ".join(str(err).split())[:120]
-        return RunFault(EXIT_PEER, f"{prefix}stopped: another process of the run has gone away (its own line "
-                                   f"says why) [{first}]")
+        said = next(marker for marker in PEER_LOST if marker in str(err))
+        return RunFault(EXIT_PEER, f"{prefix}stopped: another process of the run has gone away ({said}; "
+                                   f"its own line, or the launcher's, says why)")
     return None
 
 
