@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -247,8 +248,12 @@ def test_a_frozen_rank_ends_the_job_by_itself_and_it_is_requeued_once(slurm, sha
     info = ended(slurm, job, log)
     text = log.read_text()
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), text[-6000:]
-    errors = [line for line in text.splitlines() if "error: rank 0 on n1 waited" in line]
-    assert len(errors) == 1 and f"--hang-timeout {hang} s" in errors[0], text[-6000:]
+    # Rank 0 says what it waited for; rank 1, frozen, says nothing or (thawed by SLURM's SIGCONT before
+    # the kill) its own one line.
+    errors = [line for line in text.splitlines() if "error: " in line]
+    assert any(re.search(rf"error: rank 0 on \S+ waited \d+ s for a training step .*--hang-timeout {hang} s", line)
+               for line in errors), text[-6000:]
+    assert len(errors) <= 2 and not any("rank 1" in line and "rank 0" in line for line in errors), errors
     assert "Traceback" not in text and text.count("after a hang") == 1, text[-6000:]
     assert "(epoch 1 done, 0 batches into the next)" in text
     assert_finished_once_each(out)
