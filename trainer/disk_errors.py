@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import traceback
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -60,9 +61,22 @@ def diagnose(err: BaseException, path: str | os.PathLike) -> int:
     return errno.EIO
 
 
+def _release_frames(err: BaseException | None) -> None:
+    seen = set()
+    while err is not None and id(err) not in seen:  # the error and those it was raised from/during
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        err = err.__cause__ or err.__context__
+
+
 def as_os_error(err: BaseException, path: str | os.PathLike) -> OSError:
     """OSError(errno, strerror, str(path)) for a write of `path` that failed with `err`.
-    EIO keeps the library's message in the text, since the errno alone says little there."""
+    EIO keeps the library's message in the text, since the errno alone says little there.
+
+    Also clears the local variables of `err`'s traceback frames (the lines stay printable): the
+    writer objects there (torch's stream writer) keep the half-written file open, and a deleted
+    file that is still open keeps its space, so the disk stayed full while the error was alive."""
+    _release_frames(err)
     code = diagnose(err, path)
     text = os.strerror(code)
     if code == errno.EIO and not (isinstance(err, OSError) and err.errno):
