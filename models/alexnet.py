@@ -21,7 +21,7 @@ def alexnet() -> AlexNet:
     return tv_alexnet(weights=None, num_classes=NUM_LOGITS)
 
 
-@register_model()
+@register_model(architecture="alexnet")
 def alexnet_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> AlexNet:
     """AlexNet with ImageNet weights (IMAGENET1K_V1) everywhere but a new last Linear (the 0.6821 row).
 

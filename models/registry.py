@@ -13,10 +13,15 @@ from torch import nn
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# Model name -> the registered name whose builder makes the same network without loading any
+# weights (a pretrained model's from-scratch twin): for checks that need only the shapes.
+_ARCHITECTURES: dict[str, str] = {}
 
 
-def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
-    """Register a builder under ``name`` (default: the function's name); a name is taken once."""
+def register_model(name: str | None = None, *, architecture: str | None = None) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name`` (default: the function's name); a name is taken once.
+    ``architecture``: the registered model with the same layers whose builder loads no weights
+    (for ``*_pretrained`` builders, which read a weights file)."""
 
     def register(builder: Builder) -> Builder:
         key = name or builder.__name__
@@ -24,6 +29,7 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
             taken = _BUILDERS[key]
             raise ValueError(f"model name {key!r} is already registered by {taken.__module__}.{taken.__qualname__}")
         _BUILDERS[key] = builder
+        _ARCHITECTURES[key] = architecture or key
         return builder
 
     return register
@@ -53,3 +59,10 @@ def create_model(name: str, **options: Any) -> nn.Module:
             takes = ", ".join(accepted) or "no options"
             raise ValueError(f"model {name!r} does not take option {option!r} (it takes: {takes})")
     return builder(**options)
+
+
+def create_architecture(name: str) -> nn.Module:
+    """The network ``name`` with its layers only: freshly initialized, no weights file read (build
+    it under ``torch.device("meta")`` and nothing is even allocated)."""
+    check_model_name(name)
+    return _BUILDERS[_ARCHITECTURES[name]]()

@@ -28,7 +28,7 @@ def resnet50() -> ResNet:
     return tv_resnet50(weights=None, num_classes=NUM_LOGITS)
 
 
-@register_model()
+@register_model(architecture="resnet18")
 def resnet18_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
     """ResNet-18 with ImageNet weights (IMAGENET1K_V1) and a new ``fc``; see ``models.weights``."""
     path = find_weights("resnet18_pretrained", ResNet18_Weights.IMAGENET1K_V1, weights)
@@ -36,7 +36,7 @@ def resnet18_pretrained(weights: str | os.PathLike | None = None, freeze_feature
     return load_pretrained(model, "resnet18_pretrained", path, head="fc", freeze_features=freeze_features)
 
 
-@register_model()
+@register_model(architecture="resnet50")
 def resnet50_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
     """ResNet-50 with ImageNet weights (IMAGENET1K_V2) and a new ``fc``; see ``models.weights``."""
     path = find_weights("resnet50_pretrained", ResNet50_Weights.IMAGENET1K_V2, weights)

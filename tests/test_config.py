@@ -231,3 +231,14 @@ def test_unlabeled_train_or_val_split_is_refused(tmp_path, split, capsys):
 def test_unlabeled_test_split_is_accepted(tmp_path):
     shards = _pack_hiding(tmp_path, "test")
     assert parse_config(["--shards", str(shards), "--out", str(tmp_path / "run")]).shards == str(shards)
+
+
+def test_a_model_that_cannot_take_the_image_size_is_refused_before_launch(base, capsys):
+    code, out, err = run_module("trainer.config", [*base, "--model", "simple", "--image-size", "64"], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["error: --model simple --image-size 64: model 'simple' cannot take 64x64 images; "
+                                "it takes 224 to 231 only (smallest 224)"]
+    # Pretrained models are checked on their layers only: no weights file needed (none is on this box).
+    with pytest.raises(ConfigError, match=r"--model alexnet_pretrained --image-size 40: .*smallest size it takes is 63"):
+        parse_config(base + ["--model", "alexnet_pretrained", "--image-size", "40"])
+    assert parse_config(base + ["--model", "vocnet", "--image-size", "32"]).image_size == 32

@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from models import check_model_name
+from models.input_sizes import input_size_problem
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
 from trainer import run_lock
@@ -102,8 +103,8 @@ def _where(name: str, sources: dict[str, str]) -> str:
 
 
 def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_in_use: bool = False) -> None:
-    """Refuse a config that cannot train, naming the flag; cheap checks only (no model is built;
-    the shards' checksums are read once).
+    """Refuse a config that cannot train, naming the flag; cheap checks only (the model is built
+    on the meta device only, for its shapes; the shards' checksums are read once).
 
     ``sources`` maps a field to the YAML file its value came from, so the error names that file.
     ``check_in_use``: also refuse an --out another run holds now. Only for a check made before
@@ -166,6 +167,13 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
                       ("hang_timeout", 0)):
         if getattr(cfg, name) < low:
             fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
+    # Shapes only (meta device, no weights read: models/input_sizes.py), ~1-100 ms: a model that cannot
+    # take the input size is refused here, before launch.sh starts any process, not inside the run.
+    too_small = input_size_problem(cfg.model, cfg.image_size)
+    if too_small:
+        raise ConfigError(f"--model {cfg.model} --image-size {cfg.image_size}: {too_small}"
+                          + "".join(f" (--{n.replace('_', '-')} from {sources[n]})"
+                                    for n in ("model", "image_size") if (sources or {}).get(n)))
     for f in dataclasses.fields(TrainConfig):  # nan/inf pass every comparison below unnoticed
         if scalar_type(f) is float and not math.isfinite(getattr(cfg, f.name)):
             fail(f.name, f"must be a finite number, got {getattr(cfg, f.name)}")

@@ -25,6 +25,8 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 from models import describe
 from shards.transforms import normalize
 from trainer import checkpoint, outputs
+from trainer.agreement import agree
+from trainer.atomic import atomic_write_texts
 from trainer.checkpoint import RunState
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
 from trainer.config_yaml import read_run_record
@@ -36,8 +38,9 @@ from trainer.final_eval import test_and_write_outputs
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
 from trainer.progress import TrainProgress
-from trainer.provenance import write_run_config
+from trainer.provenance import RUN_CONFIG, run_config_text
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
+from trainer.resume_point import resume_point
 from trainer.run_lock import RunDirLock
 from trainer.signals import StopSignal
 from trainer.watchdog import Watchdog
@@ -73,21 +76,26 @@ def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerato
 
 
 def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..., None]) -> RunState:
-    """A fresh RunState, or the newest complete checkpoint loaded (--resume); then the run's
-    config.yaml and its history.csv with exactly the epochs that state holds."""
+    """A fresh RunState, or the newest intact checkpoint loaded (--resume; damaged ones are skipped
+    and named: trainer/resume_point.py); then the run's config.yaml and its history.csv with
+    exactly the epochs that state holds, both or neither (a full disk changes nothing)."""
     run_dir, state, resumed_from = Path(cfg.out), RunState(), None
-    found = checkpoint.latest_checkpoint(run_dir) if cfg.resume else None
+    found = resume_point(accelerator, run_dir, say) if cfg.resume else None
     if cfg.resume and found is None:
         say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting fresh")
     if found is not None:
-        resumed_from = str(found[0])
-        state = checkpoint.load_checkpoint(accelerator, found[0])
-        say(f"resumed from {found[0]} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
+        resumed_from = str(found)
+        state = checkpoint.load_checkpoint(accelerator, found)
+        say(f"resumed from {found} (epoch {state.epoch} done, {state.step_in_epoch} batches into the next)")
+    error = None
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir, as_dict(cfg), world_size=accelerator.num_processes, device=str(accelerator.device),
-                         resumed_from=resumed_from)
-        outputs.write_history(run_dir / "history.csv", state.history)
+        try:
+            record = run_config_text(run_dir, as_dict(cfg), world_size=accelerator.num_processes,
+                                     device=str(accelerator.device), resumed_from=resumed_from)
+            atomic_write_texts({run_dir / RUN_CONFIG: record, run_dir / "history.csv": outputs.history_text(state.history)})
+        except Exception as err:  # OSError naming the file (trainer/atomic.py); every rank must hear of it
+            error = err
+    agree(accelerator, error, f"writing {run_dir / RUN_CONFIG}")
     return state
 
 

@@ -41,8 +41,13 @@ def write_history(path: str | os.PathLike, rows: Sequence[Mapping]) -> Path:
     """history.csv: exactly these rows (one per finished epoch). The trainer rewrites it from the
     run state only after that state's checkpoint is on disk, so a run killed at any moment and
     resumed lists every epoch exactly once."""
+    return atomic_write_text(path, history_text(rows))
+
+
+def history_text(rows: Sequence[Mapping]) -> str:
+    """What write_history writes (for writing it together with other files: trainer.atomic)."""
     cells = [["" if row.get(col) is None else row[col] for col in HISTORY_COLUMNS] for row in rows]
-    return atomic_write_text(path, csv_text(HISTORY_COLUMNS, cells))
+    return csv_text(HISTORY_COLUMNS, cells)
 
 
 def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray) -> Path:

@@ -65,6 +65,13 @@ def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: 
                      resumed_from: str | None) -> None:
     """Write RUN/config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance. Under
     SLURM, `slurm` lists every start of the run (earlier ones kept from the previous record)."""
+    text = run_config_text(run_dir, settings, world_size=world_size, device=device, resumed_from=resumed_from)
+    atomic_write_text(Path(run_dir) / RUN_CONFIG, text)
+
+
+def run_config_text(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
+                    resumed_from: str | None) -> str:
+    """What write_run_config writes (for writing it together with other files: trainer.atomic)."""
     run_dir = Path(run_dir)
     starts = _earlier_slurm_starts(run_dir)
     this_start = slurm_start()
@@ -80,5 +87,5 @@ def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: 
     }
     if starts:
         record["slurm"] = starts
-    atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
+    return yaml.safe_dump(record, sort_keys=False)
 

@@ -19,6 +19,12 @@ the "already holds checkpoints" check only sees a run after its first checkpoint
   so a crashed run never blocks the next one; DataLoader workers forked while it is held
   share it until they notice their parent is gone (seconds). `with` releases it and removes
   the file when train() returns or raises, so tests may run several trainings in one process.
+- A folder the claim made is removed again when the run ends by an error and nothing but the
+  lock was ever put in it (a model refused by build_model, a full disk at the first write):
+  a refused run leaves no empty --out behind. A folder that existed before is never removed,
+  nor one that holds anything (rmdir only removes empty folders).
+- A lock that cannot be written (a full disk, a read-only mount) is an OSError naming the lock
+  file on the main process and PeerFailed on the others (trainer.agreement), not a hang.
 - Several nodes: only the global main process locks; --out must be shared storage with flock
   support (local disks, NFSv4).
 - What remains: two `./launch.sh train` started within the same seconds both pass the
@@ -35,6 +41,7 @@ from accelerate.utils import broadcast_object_list
 
 from shards.lock import FolderBusy, FolderLock
 from shards.lock import holder as _holder
+from trainer.agreement import agree
 from trainer.launch_check import refuse_split_launch
 from trainer.settings import ConfigError
 
@@ -57,27 +64,49 @@ class RunDirLock:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self._lock = FolderLock(lock_path(out), f"--out: {out}", "in use by another run")  # as trainer.config says it
+        self._created: list[Path] = []  # folders claim() made, deepest first
 
     def claim(self, accelerator: Accelerator) -> None:
         """Collective. Refuses a split launch, then takes the lock on the main process and tells
-        every rank: raises ConfigError on the main process and exits 2 on the others when refused."""
+        every rank: raises ConfigError on the main process and exits 2 on the others when refused;
+        OSError (main) / PeerFailed (others) when the lock cannot be written."""
         refuse_split_launch(accelerator)
-        refusal = None
+        refusal, error = None, None
         if accelerator.is_main_process:
             try:
+                self._created = _missing_folders(self.out)
                 self.out.mkdir(parents=True, exist_ok=True)
                 self._lock.acquire()
             except FolderBusy as err:
                 refusal = str(err)
+            except OSError as err:  # os.pwrite of the holder record names no file
+                error = err if err.filename else OSError(err.errno, err.strerror, str(lock_path(self.out)))
         if accelerator.num_processes > 1:
             refusal = broadcast_object_list([refusal])[0]
         if refusal is not None:
             if accelerator.is_main_process:
                 raise ConfigError(refusal)
             raise SystemExit(2)  # the main process says why, once
+        agree(accelerator, error, f"locking {self.out}")
 
     def __enter__(self) -> "RunDirLock":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._lock.release()
+        if exc_type is not None:
+            for folder in self._created:
+                try:
+                    folder.rmdir()  # only when empty: anything the run wrote keeps it
+                except OSError:
+                    break
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """`out` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing

@@ -1,0 +1,65 @@
+"""Every rank learns how a collective step went, so that a failure on one never leaves the
+others waiting in a barrier for it (gloo's/NCCL's default: 30 minutes, then a traceback each).
+
+Pattern (trainer.checkpoint, trainer.main.start_or_resume): each rank runs its part inside
+`try`, keeps its own exception, then calls `agree(accelerator, own_error, what)` in place of
+`wait_for_everyone`. `agree` is one all-gather of "ok / error text" (through the Accelerator:
+no rank reads RANK itself); when any rank failed, every rank raises:
+    the main process  its own exception, or, when only others failed, an OSError rebuilt from
+                      the first failed rank's (same errno, its path, "(process N)" in the text),
+                      or a RuntimeError with that rank's message when its error was no OSError;
+    every other rank  PeerFailed naming the failed rank(s) and why (chained to its own error),
+                      so that a top-level handler can report once, on the main process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+
+class PeerFailed(RuntimeError):
+    """A collective step failed on some process; raised on the non-main ranks (the main process
+    raises the failure itself). `failures` lists (process index, error text)."""
+
+    def __init__(self, what: str, failures: list[tuple[int, str]]) -> None:
+        self.what, self.failures = what, failures
+        said = "; ".join(f"process {rank}: {text}" for rank, text in failures)
+        super().__init__(f"{what} failed on {said}")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    rank: int
+    text: str  # str(exception)
+    kind: str  # exception class name
+    errno: int | None = None
+    strerror: str | None = None
+    filename: str | None = None
+
+
+def _outcome(rank: int, err: BaseException) -> _Outcome:
+    if isinstance(err, OSError):
+        return _Outcome(rank, str(err), type(err).__name__, err.errno, err.strerror,
+                        None if err.filename is None else str(err.filename))
+    return _Outcome(rank, str(err), type(err).__name__)
+
+
+def agree(accelerator: Accelerator, error: BaseException | None, what: str) -> None:
+    """Collective (every rank calls it at the same point, with its own error or None): returns
+    when every rank succeeded, else raises on every rank (see the module docstring). Also a barrier."""
+    mine = None if error is None else _outcome(accelerator.process_index, error)
+    outcomes = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    failed = [o for o in outcomes if o is not None]
+    if not failed:
+        return
+    if not accelerator.is_main_process:
+        raise PeerFailed(what, [(o.rank, o.text) for o in failed]) from error
+    if error is not None:
+        raise error
+    first = failed[0]
+    if first.errno is not None:
+        raise OSError(first.errno, f"{first.strerror} (process {first.rank})", first.filename)
+    raise RuntimeError(f"{what} failed on process {first.rank}: {first.kind}: {first.text}")
