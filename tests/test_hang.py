@@ -87,6 +87,8 @@ def test_the_launch_status_is_the_first_failures_cause():
     # A frozen rank killed by the launcher 30 s after the first failure is named, but does not decide.
     status, lines = exit_status({0: (EXIT_HANG, 100), 1: (-signal.SIGKILL, 130)})
     assert status == EXIT_HANG and len(lines) == 1 and "grace period" in lines[0] and "30 s later" in lines[0]
+    # Ranks the launcher shut down with SIGTERM while they were ending on their own say nothing more.
+    assert exit_status({0: (EXIT_IO, 100), 1: (-signal.SIGTERM, 100)}) == (EXIT_IO, [])
     # Killed by the kernel first: that is the cause, 128 + 9 as shells say.
     status, lines = exit_status({0: (EXIT_PEER, 100), 1: (-signal.SIGKILL, 100)})
     assert status == 137 and "rank 1 was killed by SIGKILL" in lines[0]
@@ -95,19 +97,17 @@ def test_the_launch_status_is_the_first_failures_cause():
 def test_faults_become_one_line_with_their_status():
     main = Identity(rank=0, world=2, main=True, host="n1")
     other = Identity(rank=1, world=2, main=False, host="n2")
-    full = as_fault(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/a/checkpoints/.tmp-epoch_0002"), main,
-                    ConfigError)
+    full = as_fault(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/a/checkpoints/.tmp-epoch_0002"), main)
     assert full.status == EXIT_IO
     assert full.line.startswith("rank 0 on n1: cannot write /runs/a/checkpoints/.tmp-epoch_0002: no space left "
                                 "on device; make room"), full.line
     # Settings are found alike on every rank: the main process says it, the others only exit 2.
-    assert (as_fault(ConfigError("--x: bad"), main, ConfigError).line, as_fault(ConfigError("--x: bad"), other,
-            ConfigError).line) == ("--x: bad", None)
-    assert as_fault(ConfigError("--x"), other, ConfigError).status == EXIT_BAD_INPUT
-    gone = as_fault(RuntimeError("[pair.cc:534] Connection closed by peer [127.0.0.1]:1234"), other, ConfigError)
+    assert (as_fault(ConfigError("--x: bad"), main).line, as_fault(ConfigError("--x: bad"), other).line) == ("--x: bad", None)
+    assert as_fault(ConfigError("--x"), other).status == EXIT_BAD_INPUT
+    gone = as_fault(RuntimeError("[pair.cc:534] Connection closed by peer [127.0.0.1]:1234"), other)
     assert gone.status == EXIT_PEER and gone.line.startswith("rank 1 on n2: stopped: another process")
-    assert as_fault(ValueError("a bug"), main, ConfigError) is None  # its traceback is the report
-    assert as_fault(OSError(errno.ENOENT, "No such file", "x"), main, ConfigError) is None
+    assert as_fault(ValueError("a bug"), main) is None  # its traceback is the report
+    assert as_fault(OSError(errno.ENOENT, "No such file", "x"), main) is None
 
 
 @pytest.mark.slow

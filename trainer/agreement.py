@@ -19,15 +19,7 @@ from dataclasses import dataclass
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-
-class PeerFailed(RuntimeError):
-    """A collective step failed on some process; raised on the non-main ranks (the main process
-    raises the failure itself). `failures` lists (process index, error text)."""
-
-    def __init__(self, what: str, failures: list[tuple[int, str]]) -> None:
-        self.what, self.failures = what, failures
-        said = "; ".join(f"process {rank}: {text}" for rank, text in failures)
-        super().__init__(f"{what} failed on {said}")
+from trainer.faults import EXIT_IO, EXIT_PEER, IO_ERRNOS, PeerFailed
 
 
 @dataclass(frozen=True)
@@ -56,7 +48,8 @@ def agree(accelerator: Accelerator, error: BaseException | None, what: str) -> N
     if not failed:
         return
     if not accelerator.is_main_process:
-        raise PeerFailed(what, [(o.rank, o.text) for o in failed]) from error
+        io = any(o.errno in IO_ERRNOS for o in failed)
+        raise PeerFailed(what, [(o.rank, o.text) for o in failed], EXIT_IO if io else EXIT_PEER) from error
     if error is not None:
         raise error
     first = failed[0]

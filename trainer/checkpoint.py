@@ -41,6 +41,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from trainer.agreement import agree
+from trainer.faults import BadInput
 from trainer.atomic import RESULT_FILE_MODE, atomic_write_text
 from trainer.checkpoint_sums import write_sums
 from trainer.disk_errors import WRITE_ERRORS, as_os_error
@@ -81,7 +82,7 @@ class RunState:
 _DERIVED_KEYS = ("partial_batches", "partial_images")
 
 
-def _read_state(directory: Path) -> RunState | None:
+def read_state(directory: Path) -> RunState | None:
     try:
         record = json.loads((directory / STATE_FILE).read_text())
         return RunState(**{k: v for k, v in record.items() if k not in _DERIVED_KEYS})
@@ -95,7 +96,7 @@ def checkpoints(run_dir: str | os.PathLike) -> list[tuple[Path, RunState]]:
     found = []
     for directory in root.iterdir() if root.is_dir() else []:
         if directory.is_dir() and not directory.name.startswith(TMP_PREFIX):
-            state = _read_state(directory)
+            state = read_state(directory)
             if state is not None:
                 found.append((directory, state))
     return sorted(found, key=lambda item: item[1].order)
@@ -216,7 +217,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state:
     return final
 
 
-class DamagedCheckpoint(RuntimeError):
+class DamagedCheckpoint(BadInput):
     """A checkpoint that passed the checks of trainer/resume_point.py but does not load."""
 
 
@@ -227,7 +228,7 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> RunState:
     error, state = None, None
     try:
         accelerator.load_state(str(directory))
-        state = _read_state(directory)
+        state = read_state(directory)
         if state is None:
             raise DamagedCheckpoint(f"{directory / STATE_FILE} is missing or unreadable")
     except OSError as err:

@@ -83,17 +83,17 @@ def peer_lost(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(marker in str(err) for marker in PEER_LOST)
 
 
-def as_fault(err: Exception, who: Identity | None, bad_input: type[Exception]) -> RunFault | None:
+def as_fault(err: Exception, who: Identity | None) -> RunFault | None:
     """The one-line account of an error raised after launch, or None for an unexpected error (a bug,
-    whose traceback the user should see). `bad_input`: the settings error class (trainer.settings)."""
+    whose traceback the user should see)."""
     prefix = who.prefix() if who else ""
-    if isinstance(err, bad_input):
+    if isinstance(err, BadInput):
         # A setting or data problem is found alike on every rank: the main process says it.
-        return RunFault(EXIT_BAD_INPUT, str(err) if who is None or who.main else None)
+        return RunFault(EXIT_BAD_INPUT, " ".join(str(err).splitlines()) if who is None or who.main else None)
     if isinstance(err, OSError) and io_line(err):
         return RunFault(EXIT_IO, prefix + io_line(err))
     if isinstance(err, PeerFailed):
-        return RunFault(EXIT_PEER, f"{prefix}stopped: {err}")
+        return RunFault(err.status, f"{prefix}stopped: {err}")
     if peer_lost(err):
         said = next(marker for marker in PEER_LOST if marker in str(err))
         return RunFault(EXIT_PEER, f"{prefix}stopped: another process of the run has gone away ({said}; "
@@ -101,6 +101,18 @@ def as_fault(err: Exception, who: Identity | None, bad_input: type[Exception]) -
     return None
 
 
+class BadInput(Exception):
+    """Bad input found after launch, alike on every rank (a setting, damaged checkpoints): the main
+    process says it in one line, every rank exits 2."""
+
+
 class PeerFailed(RuntimeError):
-    """Raised on the other ranks when one rank's part of a collective operation failed; the message
-    says which rank and what (that rank raises the real error)."""
+    """A collective step failed on some process; raised on the non-main ranks (the main process
+    raises the failure itself; trainer.agreement). `failures` lists (process index, error text)."""
+
+    def __init__(self, what: str, failures: list[tuple[int, str]], status: int = EXIT_PEER) -> None:
+        # status: the failure's own (trainer.agreement passes EXIT_IO for a write error), so that the
+        # launch's status is the cause's whichever rank the launcher sees end first.
+        self.what, self.failures, self.status = what, failures, status
+        said = "; ".join(f"process {rank}: {text}" for rank, text in failures)
+        super().__init__(f"{what} failed on {said}")

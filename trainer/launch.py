@@ -27,12 +27,15 @@ def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:
 
     The first failures (those seen within a second of the earliest: one poll of the launcher) decide
     the status, the highest of them: a cause and its peers' "gone away" (1) end together. Processes
-    killed later were killed by the launcher after its grace period, while it shut the run down.
+    killed later were killed by the launcher after its grace period, while it shut the run down; a
+    SIGTERM death is that shutdown too (the trainers handle SIGTERM themselves while they run).
     """
     first = min(seen for _, seen in failures.values())
     lines, statuses = [], []
     for rank, (code, seen) in sorted(failures.items()):
         late = seen > first + 1
+        if code == -signal.SIGTERM:
+            continue
         if not late:
             statuses.append(128 - code if code < 0 else code)
         if code < 0:
@@ -46,7 +49,7 @@ def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:
             else:
                 lines.append(f"error: rank {rank} was killed by {name}"
                              + (" (out of memory? see `dmesg`)" if -code == signal.SIGKILL else ""))
-    return max(statuses), lines
+    return max(statuses, default=128 + signal.SIGTERM), lines
 
 
 def main(argv: list[str] | None = None) -> int:

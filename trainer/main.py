@@ -114,7 +114,7 @@ def train(cfg: TrainConfig) -> dict:
         try:
             return _train(cfg, stop, run_dir_lock, watchdog)
         except Exception as err:
-            fault = as_fault(err, watchdog.identity, ConfigError)
+            fault = as_fault(err, watchdog.identity)
             if fault is None:
                 raise  # a bug: its traceback is the report
             raise fault from err

@@ -19,11 +19,12 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from trainer.agreement import agree
-from trainer.checkpoint import STATE_FILE, _read_state, checkpoint_dirs
+from trainer.faults import BadInput
+from trainer.checkpoint import STATE_FILE, checkpoint_dirs, read_state
 from trainer.checkpoint_sums import SUMS_FILE, damage, has_sums
 
 
-class NoIntactCheckpoint(RuntimeError):
+class NoIntactCheckpoint(BadInput):
     """--resume found checkpoints, and every one of them is damaged; the message names each and why."""
 
 
@@ -32,7 +33,7 @@ def _choose(run_dir: Path) -> tuple[str | None, list[str]]:
     lines, skipped = [], []
     for directory, _ in reversed(checkpoint_dirs(run_dir)):
         why = damage(directory)
-        if why is None and _read_state(directory) is None:
+        if why is None and read_state(directory) is None:
             why = f"{STATE_FILE}: missing or unreadable"
         if why is None:
             if not has_sums(directory):

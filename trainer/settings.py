@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from accelerate.utils import LoggerType
 
 from models import list_models
+from trainer.faults import BadInput
 from shards.presets import TRAIN_PRESETS
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """A setting that cannot work; the message starts with the flag it concerns."""
 
 
