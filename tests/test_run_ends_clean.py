@@ -93,3 +93,18 @@ def _fill(disk) -> None:
                 pass
     finally:
         os.close(fd)
+
+
+@pytest.mark.slow
+def test_resume_skips_a_truncated_newest_checkpoint_and_says_so(shards_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--shards", str(shards_dir), "--out", str(out), *TINY, "--workers", "0"]
+    assert main([*args, "--epochs", "2"]) == 0
+    weights = out / "checkpoints" / "epoch_0002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short, a disk that lost the end
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume", "--epochs", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "skipped damaged checkpoint" in said and "epoch_0002" in said and "model.safetensors" in said, said
+    assert "resumed from" in said and "epoch_0001 (epoch 1 done" in said, said
+    assert [row["epoch"] for row in history(out)] == ["1", "2", "3"]
