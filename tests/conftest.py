@@ -48,6 +48,8 @@ FILE_SECONDS = {
     # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
     "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 35, "test_device_loader.py": 25,
     "test_shards_bench.py": 20,
+    # Loader workers (issue 16): the exit test starts one interpreter and its forkserver.
+    "test_loader_workers.py": 20,
 }
 
 
