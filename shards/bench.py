@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from torchvision.datasets import VOCDetection
 
@@ -40,6 +39,7 @@ from shards.classes import IMAGENET_MEAN, IMAGENET_STD
 from shards.reader import train_loader
 from shards.resident import RawImages, load_raw, train_view
 from shards.transforms import normalize
+from shards.workers import make_loader
 
 IMAGE_SIZE = 227
 
@@ -59,7 +59,8 @@ def folder_batches(voc: Path, split: str, batch_size: int, workers: int) -> Iter
                            T.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
     dataset = VOCDetection(str(voc.parent), year="2007", image_set=split, transform=transform,
                            target_transform=states_from_target)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
+    # Workers from the same forkserver as (b)'s: the comparison is of the pipelines, not of process starts.
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
     for _ in itertools.count():
         yield from loader
 

@@ -2,8 +2,9 @@
 
 A pid file would outlive a SIGKILL and then need guessing whether it is stale; an flock
 belongs to the open file and the kernel drops it when the holder exits in any way (a crash,
-SIGKILL, the OOM killer), so a lock is never stale. Processes forked while it is held (e.g.
-DataLoader workers) share it until they exit. Local file systems and NFSv4 support flock
+SIGKILL, the OOM killer), so a lock is never stale. Processes forked while it is held share it
+until they exit (the loaders' workers do not: they come from a forkserver, shards.workers, that
+was started by fork+exec with no inherited files). Local file systems and NFSv4 support flock
 (Linux emulates it there with POSIX locks, which the server recovers when a client dies).
 
 The holder writes who it is (host, pid, start time) into the file, so a refusal can say who

@@ -20,10 +20,15 @@ too; with num_workers=0 augmentation draws from the global torch RNG (set_seed, 
 Eval: shard i goes to rank i % world_size, then to that rank's workers in turn, so every
 sample of the split is read exactly once across ranks x workers; ranks may end with
 different batch counts. The trainer gathers ids and checks them against the manifest.
+
+Workers start from a forkserver (shards.workers, which says why), so each pipeline is pickled
+to them: every stage here is a module-level function, a functools.partial of one, or a small
+class; no closures or lambdas.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -50,6 +55,7 @@ from shards.annotations import UNLABELED_STATE
 from shards.classes import NUM_CLASSES
 from shards.manifest import is_labeled, load_manifest, split_entry
 from shards.presets import eval_transform, train_transform
+from shards.workers import make_loader
 
 SHUFFLE_BUFFER = 512  # samples (still JPEG bytes, ~25 KB each at short side 256) per worker
 
@@ -158,21 +164,21 @@ def decode_sample(sample: dict, labeled: bool | None = None) -> tuple[torch.Tens
     return decode_rgb(sample["jpg"]), states, record["id"]
 
 
-def _decode_and_transform(transform: Callable[[torch.Tensor], torch.Tensor], labeled: bool) -> Callable:
-    def stage(samples: Iterable[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
-        corrupt = 0
-        for sample in samples:
-            try:
-                image, states, image_id = decode_sample(sample, labeled)
-            except Exception as err:  # noqa: BLE001 - any failure of one sample is reported, not fatal
-                corrupt += 1
-                worker, _ = _worker()
-                warnings.warn(f"skipping corrupt sample {sample.get('__key__')!r} in {sample.get('__url__')}: "
-                              f"{err!r} ({corrupt} corrupt so far in loader worker {worker})",
-                              CorruptSampleWarning, stacklevel=2)
-                continue
-            yield transform(image), states, image_id
-    return stage
+def _decode_and_transform(samples: Iterable[dict], *, transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                         labeled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
+    """Pipeline stage (bound with functools.partial: stages must pickle for forkserver workers)."""
+    corrupt = 0
+    for sample in samples:
+        try:
+            image, states, image_id = decode_sample(sample, labeled)
+        except Exception as err:  # noqa: BLE001 - any failure of one sample is reported, not fatal
+            corrupt += 1
+            worker, _ = _worker()
+            warnings.warn(f"skipping corrupt sample {sample.get('__key__')!r} in {sample.get('__url__')}: "
+                          f"{err!r} ({corrupt} corrupt so far in loader worker {worker})",
+                          CorruptSampleWarning, stacklevel=2)
+            continue
+        yield (image if transform is None else transform(image)), states, image_id
 
 
 def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> Batch:
@@ -180,20 +186,29 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> Batch:
     return torch.stack(images), torch.stack(states), list(ids)
 
 
-def _shuffled(seed_parts: tuple) -> Callable:
-    def stage(samples: Iterable[dict]) -> Iterator[dict]:
-        rng = seeded(*seed_parts, "samples", _worker()[0])
-        yield from wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER // 4, rng=rng)(samples)
-    return stage
+def _shuffled(samples: Iterable[dict], *, seed_parts: tuple) -> Iterator[dict]:
+    """Pipeline stage: a shuffle buffer seeded by (seed_parts, worker)."""
+    rng = seeded(*seed_parts, "samples", _worker()[0])
+    yield from wds.shuffle(SHUFFLE_BUFFER, initial=SHUFFLE_BUFFER // 4, rng=rng)(samples)
 
 
-def _worker_share(total_batches: int) -> Callable:
-    """Cut each worker's stream so the DataLoader yields exactly total_batches overall."""
-    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
-        worker, num_workers = _worker()
-        share = total_batches // num_workers + (worker < total_batches % num_workers)
-        yield from itertools.islice(batches, share)
-    return stage
+def _worker_share(batches: Iterable[Batch], *, total_batches: int) -> Iterator[Batch]:
+    """Pipeline stage: cut each worker's stream so the DataLoader yields exactly total_batches overall."""
+    worker, num_workers = _worker()
+    share = total_batches // num_workers + (worker < total_batches % num_workers)
+    yield from itertools.islice(batches, share)
+
+
+class _Epoch(wds.DataPipeline):
+    """The train pipeline with a length, so len(loader) == steps (progress bars). webdataset's
+    with_length makes a class at run time, which does not pickle to forkserver workers."""
+
+    def __init__(self, *stages: object, steps: int) -> None:
+        super().__init__(*stages)
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
 
 
 def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_size: int, num_workers: int,
@@ -207,22 +222,19 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
                          "it can be scored with eval_loader, not trained on")
     steps = _steps(entry, batch_size, world_size)
     seed_parts = (seed, epoch, rank)
-    pipeline = wds.DataPipeline(
+    pipeline = _Epoch(
         _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        _shuffled(seed_parts),
-        _decode_and_transform(train_transform(preset, image_size), labeled=True),
+        functools.partial(_shuffled, seed_parts=seed_parts),
+        functools.partial(_decode_and_transform, transform=train_transform(preset, image_size), labeled=True),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
-        _worker_share(steps),
+        functools.partial(_worker_share, total_batches=steps),
+        steps=steps,
     )
-    with warnings.catch_warnings():
-        # webdataset warns that with_length does not cut the epoch: _worker_share does that.
-        warnings.filterwarnings("ignore", message=r".*with_length", category=UserWarning)
-        pipeline = pipeline.with_length(steps)  # so len(loader) == steps, for progress bars
     generator = torch.Generator().manual_seed(seeded(*seed_parts, "torch").getrandbits(63))
     # Pinned host memory only helps (and only works) with a CUDA device to copy to.
-    return DataLoader(pipeline, batch_size=None, num_workers=num_workers, generator=generator,
-                      pin_memory=torch.cuda.is_available())
+    return make_loader(pipeline, batch_size=None, num_workers=num_workers, generator=generator,
+                       pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: int, world_size: int,
@@ -238,12 +250,12 @@ def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: in
     pipeline = wds.DataPipeline(
         source,
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        _decode_and_transform(eval_transform(image_size), labeled=is_labeled(entry)),
+        functools.partial(_decode_and_transform, transform=eval_transform(image_size), labeled=is_labeled(entry)),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
     # Workers beyond this rank's shard count would have nothing to read.
-    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)),
-                      pin_memory=torch.cuda.is_available())
+    return make_loader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)),
+                       pin_memory=torch.cuda.is_available())
 
 
 def sample_loader(shards_dir: str | Path, *, split: str, num_workers: int, chunk: int = 64) -> DataLoader:
@@ -254,7 +266,7 @@ def sample_loader(shards_dir: str | Path, *, split: str, num_workers: int, chunk
     pipeline = wds.DataPipeline(
         source,
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        _decode_and_transform(lambda image: image, labeled=is_labeled(entry)),
+        functools.partial(_decode_and_transform, transform=None, labeled=is_labeled(entry)),
         wds.batched(chunk, collation_fn=list, partial=True),  # images differ in size: no stacking
     )
-    return DataLoader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))
+    return make_loader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))

@@ -48,8 +48,10 @@ FILE_SECONDS = {
     # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
     "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 35, "test_device_loader.py": 25,
     "test_shards_bench.py": 20,
-    # Issue 16: a 2-process run on a full tmpfs, and in-process saves/resumes.
-    "test_run_ends_clean.py": 45, "test_checkpoint_safety.py": 8,
+    # Issue 16: a 2-process run on a full tmpfs, and in-process saves/resumes; loader workers (the exit
+    # test starts one interpreter and its forkserver); hangs (a frozen rank waits out --hang-timeout).
+    "test_run_ends_clean.py": 60, "test_checkpoint_safety.py": 8, "test_loader_workers.py": 20,
+    "test_hang.py": 90,
 }
 
 

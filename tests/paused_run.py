@@ -74,8 +74,8 @@ def wait_for_stop_signal(marker: Path, signals: int = 1, release: Path | None = 
 def paused_before(batches: Iterable, pause_before: int, marker: Path, signals: int = 1,
                   release: Path | None = None) -> Iterator:
     """`batches`, with a pause before the one at index `pause_before`. The source's `train` has run
-    already, so the streaming loader's workers started where the trainer shields them from stop
-    signals (trainer.signals)."""
+    already, so the streaming loader's workers have started (from the forkserver, with the stop
+    signals blocked: shards.workers); the pause is in this process, which patched `train`."""
     for index, batch in enumerate(batches):
         if index == pause_before:
             wait_for_stop_signal(marker, signals, release)

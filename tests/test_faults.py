@@ -29,11 +29,14 @@ def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path)
     os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)  # rank 0 alone, not its loader worker
     proc.wait(timeout=240)
     text = log.read_text()
-    # The launcher's report: rank 0 was killed; rank 1 failed on its own (exit 1) instead of being
-    # SIGKILLed by the launcher after its 30 s grace period (exit -9).
+    # The launcher's report: rank 0 was killed; rank 1 was not SIGKILLed by the launcher after its
+    # 30 s grace period (exit -9). Rank 0's sockets close with it (its loader workers come from a
+    # forkserver and hold none of them; forked ones kept them open for seconds), so rank 1 fails at
+    # once, and either exits on its own (1) or is still in its exit when the launcher's SIGTERM,
+    # sent as soon as it sees rank 0 die, ends it (-15, the stop handler already gone).
     failures = dict(re.findall(r"rank\s+: (\d) \(local_rank: \d\)\n\s+exitcode\s+: (-?\d+)", text))
-    assert failures == {"0": "-9", "1": "1"}, text[-5000:]
-    # ... in one line that says why, not a traceback.
+    assert failures.get("0") == "-9" and failures.get("1") in ("1", "-15"), text[-5000:]
+    # ... and says so in one line (printed before its stop handler is gone), not a traceback.
     assert re.search(r"error: rank 1 on \S+: stopped: another process of the run has gone away \(Connection "
                      r"(closed|reset) by peer", text), text[-5000:]
     assert 'trainer/main.py", line' not in text, text[-5000:]  # no rank's traceback (the launcher's own is there)

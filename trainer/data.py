@@ -17,7 +17,6 @@ from shards.manifest import is_labeled, load_manifest, skipped_ids
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
 from trainer.settings import ConfigError, TrainConfig
-from trainer.signals import start_workers
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 
@@ -71,12 +70,12 @@ class ShardStream(RunData):
         (seed, epoch, rank), so after a mid-epoch resume the skipped ones are those trained on."""
         loader = train_loader(self.cfg.shards, seed=self.cfg.seed, epoch=epoch, preset=self.cfg.augment,
                               **self._common())
-        return islice(start_workers(loader), skip, self.batches)
+        return islice(loader, skip, self.batches)
 
     def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
         """This rank's share of `split`, and the ids all ranks together must score (all of the
         split; in --debug only those of the first batches)."""
-        batches = start_workers(eval_loader(self.cfg.shards, split=split, **self._common()))
+        batches = iter(eval_loader(self.cfg.shards, split=split, **self._common()))
         if not self.cfg.debug:
             return batches, self.split_ids[split]
         kept = list(islice(batches, DEBUG_BATCHES))

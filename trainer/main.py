@@ -107,7 +107,7 @@ def stop_agreed(stop: StopSignal, accelerator: Accelerator, watchdog: Watchdog, 
 
 def train(cfg: TrainConfig) -> dict:
     """Run the whole training described by a validated config; returns the summary (every rank).
-    A fault after launch is raised as trainer.faults.RunFault (its line and exit status)."""
+    A fault after launch is said in one line and raised as trainer.faults.RunFault (its exit status)."""
     # Stop signals are caught from the start: one that comes during set-up stops the run at the
     # first stop check with a checkpoint, instead of killing a process its peers wait for.
     with StopSignal() as stop, RunDirLock(cfg.out) as run_dir_lock, Watchdog(cfg.hang_timeout) as watchdog:
@@ -117,6 +117,8 @@ def train(cfg: TrainConfig) -> dict:
             fault = as_fault(err, watchdog.identity)
             if fault is None:
                 raise  # a bug: its traceback is the report
+            if fault.line:  # said here, while a launcher's SIGTERM is still only recorded by the stop handler
+                print(f"error: {fault.line}", file=sys.stderr, flush=True)
             raise fault from err
 
 
@@ -281,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg)
-    except RunFault as fault:
-        if fault.line:
-            print(f"error: {fault.line}", file=sys.stderr)
+    except RunFault as fault:  # its line is said
         return fault.status
     return 0
 

@@ -16,8 +16,8 @@ the "already holds checkpoints" check only sees a run after its first checkpoint
 - Before that, `claim` refuses a launch whose processes did not form one group
   (trainer.launch_check): each would be "the main process" of a run of its own.
 - Released on any exit: the kernel drops an flock when its process ends, SIGKILL included,
-  so a crashed run never blocks the next one; DataLoader workers forked while it is held
-  share it until they notice their parent is gone (seconds). `with` releases it and removes
+  so a crashed run never blocks the next one; DataLoader workers do not hold it (they come
+  from a forkserver started by fork+exec with no inherited files: shards.workers). `with` releases it and removes
   the file when train() returns or raises, so tests may run several trainings in one process.
 - A folder the claim made is removed again when the run ends by an error and nothing but the
   lock was ever put in it (a model refused by build_model, a full disk at the first write):

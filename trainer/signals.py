@@ -7,33 +7,25 @@ interrupt a half-done optimizer step or a collective. The training loop polls
 `accelerator.check_trigger()` (one rank may be signalled alone), saves and exits with 0.
 
 Schedulers and launchers signal whole process groups (torchrun forwards SIGTERM with killpg,
-SLURM signals every process of a step), which includes the DataLoader worker processes, and
-PyTorch's workers die on SIGTERM; the training process then fails at an arbitrary point
-("DataLoader worker is killed by signal") instead of saving. `start_workers` therefore
-starts a loader's workers with the stop signals blocked: a child inherits the signal mask,
-so the signal stays pending in the workers and only the training process acts on it.
-
-The price: a worker no longer dies on SIGTERM, which is also how multiprocessing ends daemonic
-children when the interpreter exits. A process leaving with its loaders still running (an
-exception, a peer rank that died and broke a collective, a second Ctrl-C) would then wait for
-its workers forever, or until a launcher kills it 30 s later. So at exit, workers started
-here that still run are killed with SIGKILL before multiprocessing waits for them: they only
-read shards, there is nothing of theirs to save.
+SLURM signals every process of a step), which includes the DataLoader worker processes and the
+forkserver they come from, and PyTorch's workers die on SIGTERM; the training process would then
+fail at an arbitrary point ("DataLoader worker is killed by signal") instead of saving. So every
+loader worker runs with STOP_SIGNALS blocked, and the ones still running at exit are killed
+with SIGKILL (they would otherwise ignore multiprocessing's SIGTERM and be waited for forever):
+both in shards.workers, where the workers are made, so that every loader of the project is
+covered, not only the trainer's. Only the training process acts on a stop signal.
 """
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
 import signal
-import weakref
-from collections.abc import Iterable, Iterator
 from types import FrameType
 
 from accelerate import Accelerator
 
-# SIGINT too: Ctrl-C in a terminal reaches every process of the launch; a second Ctrl-C aborts.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# SIGTERM, SIGUSR1 and SIGINT (Ctrl-C in a terminal reaches every process of the launch; a second
+# Ctrl-C aborts). One tuple for the handler here and the workers' shield; callers import it from here.
+from shards.workers import STOP_SIGNALS
 
 
 class StopSignal:
@@ -67,26 +59,3 @@ class StopSignal:
     def name(self) -> str:
         """Which signal stopped this process ('another process' when a peer received it)."""
         return self.received.name if self.received is not None else "another process"
-
-
-_shielded_workers: weakref.WeakSet = weakref.WeakSet()  # worker processes started with the stop signals blocked
-
-
-def start_workers(loader: Iterable, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator:
-    """iter(loader) with `signals` blocked while its worker processes are forked (see module doc)."""
-    before = set(multiprocessing.active_children())
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        return iter(loader)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is delivered now
-        _shielded_workers.update(set(multiprocessing.active_children()) - before)
-
-
-@atexit.register  # registered after multiprocessing's exit handler, so it runs before it
-def _kill_shielded_workers() -> None:
-    alive = [worker for worker in _shielded_workers if worker.is_alive()]
-    if alive:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would call each a failed worker
-    for worker in alive:
-        worker.kill()
