@@ -17,11 +17,17 @@ longer stops the run: it finishes). With --once it pauses only while FILE does n
 requeued or resubmitted job (tests/test_slurm.py) goes straight on where the first start paused.
 With --release FILE2 the pause ends when FILE2 exists instead of on a stop signal (the run goes on
 with nothing to stop it: for tests that freeze another process meanwhile).
+
+    python tests/paused_run.py --freeze-eval-worker SPLIT --marker FILE -- TRAINER ARGS...
+
+instead makes rank 0's first worker of the SPLIT eval loader (the streaming loader) stop itself
+(SIGSTOP) before it reads anything, once, writing its pid into FILE (tests/worker_freeze.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -30,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import trainer.data
 import trainer.main
 from trainer.data import ShardStream
 from trainer.device_data import DeviceData
@@ -96,10 +103,27 @@ def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1, relea
         source.train = train
 
 
+def freeze_eval_worker(split: str, marker: Path) -> None:
+    """From now on in this process, rank 0's next SPLIT eval loader gets a worker that stops itself."""
+    from worker_freeze import freeze  # by module name: the worker imports it to unpickle its init function
+    real_eval_loader = trainer.data.eval_loader
+
+    def eval_loader(*args, **kwargs):
+        loader = real_eval_loader(*args, **kwargs)
+        if kwargs.get("split") == split and kwargs.get("rank") == 0 and not marker.exists() \
+                and loader.num_workers > 0:
+            loader.worker_init_fn = functools.partial(freeze, str(marker), loader.worker_init_fn)
+        return loader
+
+    trainer.data.eval_loader = eval_loader
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pause-at", required=True,
+    parser.add_argument("--pause-at",
                         help="EPOCH:BATCH (1-based epoch, 0-based batch), or 'final': before the final test")
+    parser.add_argument("--freeze-eval-worker", metavar="SPLIT",
+                        help="rank 0's first worker of this split's eval loader stops itself (SIGSTOP), once")
     parser.add_argument("--marker", required=True, type=Path)
     parser.add_argument("--signals", type=int, default=1, help="stop signals to wait for before going on")
     parser.add_argument("--once", action="store_true", help="no pause when the marker already exists")
@@ -108,6 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
     pause_now = not (args.once and args.marker.exists())
+    if args.freeze_eval_worker:
+        freeze_eval_worker(args.freeze_eval_worker, args.marker)
+        sys.exit(trainer.main.main(trainer_args))
     if args.pause_at == "final":
         real_final_test = trainer.main.test_and_write_outputs
 

@@ -142,6 +142,46 @@ def test_a_frozen_rank_ends_the_run_by_itself_and_it_resumes(shards_dir, tmp_pat
     assert (out / "summary.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_frozen_loader_worker_ends_the_run_by_itself_and_it_resumes(shards_dir, tmp_path):
+    """The hang that was seen: rank 0 waits for its eval loader's worker, which never produces
+    anything; rank 1 waits for rank 0 in the evaluation's gather."""
+    out, marker, log = tmp_path / "run", tmp_path / "frozen", tmp_path / "run.log"
+    hang = 20
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY]
+    cmd = ddp(args, ours=True)
+    at = cmd.index("tests/paused_run.py") if "tests/paused_run.py" in cmd else cmd.index("trainer/main.py")
+    cmd[at:at + 1] = ["tests/paused_run.py", "--freeze-eval-worker", "val", "--marker", str(marker), "--"]
+    proc = start(cmd, log)
+    try:
+        wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
+        worker = int(marker.read_text().split()[0])
+        proc.wait(timeout=hang + 30 + 120)
+    finally:
+        kill_launch(proc)
+    text = log.read_text()
+    assert proc.returncode == EXIT_HANG, text[-4000:]
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    # Rank 0 names the loader; rank 1, in the gather since a moment later, says its own line (its limit
+    # may pass in the same second) or that rank 0 has gone away: one line each, in either order.
+    assert any(re.match(r"error: rank 0 on \S+ waited \d+ s for the next batch of the val eval loader \(phase "
+                        r"evaluate val, epoch 1, batch 0\)", line) for line in errors), errors
+    assert len(errors) == 2 and sum(line.startswith("error: rank 1 ") for line in errors) == 1, errors
+    assert "Traceback" not in text, text[-4000:]
+    assert not _alive(worker), "the frozen worker outlived its rank"
+
+    run(ddp(["--shards", str(shards_dir), "--out", str(out), "--resume"], ours=True))
+    assert [row["epoch"] for row in history(out)] == ["1", "2"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _parent(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
