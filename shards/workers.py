@@ -15,10 +15,15 @@ Stop signals: schedulers signal whole process groups (torchrun's killpg, SLURM's
 loader worker must not die of it: the training process decides (trainer/signals.py). A
 forkserver worker inherits the server's signal mask, not the caller's, so the shield is here:
 the server is started with STOP_SIGNALS blocked (it must survive them too: a dead server makes
-the trainer count its live workers as dead), and `block_stop_signals` blocks them again in each
+the trainer count its live workers as dead), and `init_worker` blocks them again in each
 worker (`worker_init_fn`), whoever started the server. A worker that ignores SIGTERM is also one
 that multiprocessing cannot end at interpreter exit (it sends SIGTERM, then waits), so workers
 of loaders made here that still run at exit are killed with SIGKILL: they only read shards.
+
+A process that dies without an exit (SIGKILL, the out-of-memory killer) kills nothing, and its
+workers would live on: PyTorch's worker watches its parent, which is the server, not the loader's
+process; and the server lives as long as any worker holds its "alive" pipe. Each worker therefore
+watches the loader's process itself (a pidfd, opened at the worker's start) and leaves when it ends.
 
 Process-wide state, unavoidable: multiprocessing has one forkserver (and one preload list) per
 interpreter; `worker_context` sets it up once. `_started` remembers the workers to SIGKILL at exit.
@@ -31,8 +36,11 @@ import atexit
 import functools
 import multiprocessing
 import multiprocessing.util  # its exit handler must be registered before ours (see _kill_started_workers)
+import os
+import select
 import signal
 import sys
+import threading
 import weakref
 from multiprocessing import forkserver, resource_tracker
 from multiprocessing.context import BaseContext
@@ -52,9 +60,22 @@ PRELOAD: tuple[str, ...] = ("torch", "torchvision", "torchvision.transforms.v2",
 _started: weakref.WeakSet = weakref.WeakSet()  # worker processes of loaders made here (killed at exit)
 
 
-def block_stop_signals(worker_id: int = 0) -> None:
-    """worker_init_fn: this worker leaves STOP_SIGNALS pending; only its parent acts on them."""
+def init_worker(owner: int, worker_id: int = 0) -> None:
+    """worker_init_fn: this worker leaves STOP_SIGNALS pending (only `owner`, the process whose loader
+    it serves, acts on them) and ends as soon as `owner` has ended, however it ended."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        owner_fd = os.pidfd_open(owner)  # a handle on that very process: no pid reuse can fool it
+    except ProcessLookupError:  # ended already
+        os._exit(0)
+    except OSError:  # no pidfd (Linux < 5.3): PyTorch's own parent watch is all there is
+        return
+
+    def leave_with_owner() -> None:
+        select.select([owner_fd], [], [])  # readable once the owner has exited
+        os._exit(0)  # nothing to save: the worker only reads shards
+
+    threading.Thread(target=leave_with_owner, name="owner-watch", daemon=True).start()
 
 
 def _main_preload() -> list[str]:
@@ -112,7 +133,7 @@ def make_loader(dataset: Dataset, *, num_workers: int, **options: Any) -> DataLo
     if num_workers == 0:  # everything in this process: no server, no workers
         return DataLoader(dataset, num_workers=0, **options)
     return _WorkerLoader(dataset, num_workers=num_workers, multiprocessing_context=worker_context(),
-                         worker_init_fn=block_stop_signals, **options)
+                         worker_init_fn=functools.partial(init_worker, os.getpid()), **options)
 
 
 @atexit.register  # registered after multiprocessing's exit handler, so it runs before it

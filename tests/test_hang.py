@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import ROOT, TINY, ddp, descendants, env, history, kill_launch, run, start, wait_until
+from train_helpers import (ROOT, TINY, children, ddp, env, history, kill_launch, run, running, start,
+                           wait_until)
 from trainer.faults import EXIT_BAD_INPUT, EXIT_HANG, EXIT_IO, EXIT_PEER, Identity, as_fault
 from trainer.launch import exit_status
 from trainer.settings import ConfigError
@@ -110,30 +111,45 @@ def test_faults_become_one_line_with_their_status():
     assert as_fault(OSError(errno.ENOENT, "No such file", "x"), main) is None
 
 
+def launch_until_hang(cmd: list[str], log: Path, ready, then, hang: int) -> tuple[int, str, list[str]]:
+    """Start a launch, wait for `ready()`, call `then(launcher process)`, wait for the launch to end by
+    itself (bound: the limit, plus the launcher's 30 s grace for a frozen rank, plus start-up slack).
+    Returns its exit status, its output and its `error:` lines."""
+    proc = start(cmd, log)
+    try:
+        wait_until(ready, proc, log)
+        then(proc)
+        proc.wait(timeout=hang + 30 + 120)
+    finally:
+        kill_launch(proc)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+    return proc.returncode, text, [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def written(marker: Path):
+    return lambda: marker.exists() and marker.read_text().strip()
+
+
 @pytest.mark.slow
 def test_a_frozen_rank_ends_the_run_by_itself_and_it_resumes(shards_dir, tmp_path):
     out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "go", tmp_path / "run.log"
     hang = 20
     args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", "--hang-timeout", str(hang), *TINY]
+
     # Rank 0 pauses before epoch 2's first batch (epoch 1 and its checkpoint are done); rank 1 then
     # waits for it in the gradient all-reduce. Freeze rank 1, let rank 0 go on into that all-reduce.
-    proc = start(ddp(args, paused=("2:0", marker, release), ours=True), log)
-    try:
-        wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
+    def freeze_rank_1(launcher) -> None:
         rank0 = int(marker.read_text().split()[0])
-        rank1 = next(pid for pid in descendants(proc.pid) if _parent(pid) == proc.pid and pid != rank0)
-        os.kill(rank1, signal.SIGSTOP)
+        os.kill(next(pid for pid in children(launcher.pid) if pid != rank0), signal.SIGSTOP)
         release.write_text("go")
-        # Bound: the limit, plus torch's launcher's 30 s grace for the frozen rank, plus start-up slack.
-        proc.wait(timeout=hang + 30 + 120)
-    finally:
-        kill_launch(proc)
-    text = log.read_text()
-    assert proc.returncode == EXIT_HANG, text[-4000:]
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
+
+    status, text, errors = launch_until_hang(ddp(args, paused=("2:0", marker, release), ours=True), log,
+                                             written(marker), freeze_rank_1, hang)
+    assert status == EXIT_HANG, text[-4000:]
     assert errors[0].startswith("error: rank 0 on ") and "a training step" in errors[0] and "epoch 2" in errors[0] \
         and f"--hang-timeout {hang} s" in errors[0], text[-4000:]
-    assert "Traceback" not in text and (out / "stacks-rank0.txt").is_file(), text[-4000:]
+    assert (out / "stacks-rank0.txt").is_file()
     assert "did not end within the launcher's grace period" in errors[-1], errors
 
     # The run resumes from epoch 1's checkpoint and trains every epoch exactly once.
@@ -148,42 +164,18 @@ def test_a_frozen_loader_worker_ends_the_run_by_itself_and_it_resumes(shards_dir
     anything; rank 1 waits for rank 0 in the evaluation's gather."""
     out, marker, log = tmp_path / "run", tmp_path / "frozen", tmp_path / "run.log"
     hang = 20
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY]
-    cmd = ddp(args, ours=True)
-    at = cmd.index("tests/paused_run.py") if "tests/paused_run.py" in cmd else cmd.index("trainer/main.py")
+    cmd = ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY],
+              ours=True)
+    at = cmd.index("trainer/main.py")
     cmd[at:at + 1] = ["tests/paused_run.py", "--freeze-eval-worker", "val", "--marker", str(marker), "--"]
-    proc = start(cmd, log)
-    try:
-        wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
-        worker = int(marker.read_text().split()[0])
-        proc.wait(timeout=hang + 30 + 120)
-    finally:
-        kill_launch(proc)
-    text = log.read_text()
-    assert proc.returncode == EXIT_HANG, text[-4000:]
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    status, text, errors = launch_until_hang(cmd, log, written(marker), lambda launcher: None, hang)
+    assert status == EXIT_HANG, text[-4000:]
     # Rank 0 names the loader; rank 1, in the gather since a moment later, says its own line (its limit
     # may pass in the same second) or that rank 0 has gone away: one line each, in either order.
     assert any(re.match(r"error: rank 0 on \S+ waited \d+ s for the next batch of the val eval loader \(phase "
                         r"evaluate val, epoch 1, batch 0\)", line) for line in errors), errors
     assert len(errors) == 2 and sum(line.startswith("error: rank 1 ") for line in errors) == 1, errors
-    assert "Traceback" not in text, text[-4000:]
-    assert not _alive(worker), "the frozen worker outlived its rank"
+    assert not running(int(marker.read_text().split()[0])), "the frozen worker outlived its rank"
 
     run(ddp(["--shards", str(shards_dir), "--out", str(out), "--resume"], ours=True))
     assert [row["epoch"] for row in history(out)] == ["1", "2"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,3 +135,31 @@ def test_workers_still_running_at_exit_are_killed(shards_dir: Path) -> None:
               "sys.exit(3)  # the loader's workers still run\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=ARRIVES_S, capture_output=True, text=True)
     assert done.returncode == 3, done.stderr[-3000:]
+
+
+def test_workers_and_their_server_end_with_a_killed_owner(shards_dir: Path) -> None:
+    """A process SIGKILLed (the out-of-memory killer, a node's kill -9) runs no exit code: its loader
+    workers leave by themselves, and with them the forkserver, instead of living on as orphans."""
+    from train_helpers import descendants, running
+
+    script = ("import os, sys\n"
+              "from shards.reader import eval_loader\n"
+              f"batches = iter(eval_loader({str(shards_dir)!r}, split='val', batch_size=2, rank=0, world_size=1,"
+              " num_workers=2, image_size=32))\n"
+              "next(batches)\n"
+              "print(os.getpid(), flush=True)\n"
+              "sys.stdin.read()  # until the test kills it\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout.readline().strip() == str(owner.pid)  # the event: its workers have produced a batch
+        left = descendants(owner.pid)  # the forkserver, the resource tracker, the workers
+        assert len(left) >= 3, left
+        owner.kill()
+        owner.wait(timeout=ARRIVES_S)
+        deadline = time.monotonic() + ARRIVES_S
+        while any(running(pid) for pid in left):
+            assert time.monotonic() < deadline, [pid for pid in left if running(pid)]
+            time.sleep(0.05)
+    finally:
+        owner.kill()

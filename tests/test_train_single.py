@@ -33,6 +33,9 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resume_finishes_bf16_grad_accum(sha
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mixed_precision"] == "bf16" and summary["world_size"] == 1
     assert 0 <= summary["test_map"] <= 1
+    # How close the run came to --hang-timeout (default 600 s): some wait was measured, all were short.
+    assert 0 < summary["longest_wait"]["seconds"] < summary["longest_wait"]["hang_timeout"] == 600
+    assert summary["longest_wait"]["what"]
     # wall_seconds spans both process lifetimes: the first one's time up to its checkpoint, then the resume's
     # (every epoch's time in history.csv lies inside them).
     assert 0 < state.wall_seconds < summary["wall_seconds"]

@@ -100,18 +100,27 @@ def kill_launch(proc: subprocess.Popen, timeout: float = 60) -> None:
             pass
     proc.wait()
     deadline = time.monotonic() + timeout
-    while any(_running(pid) for pid in pids[1:]):  # the others are not our children: poll /proc
+    while any(running(pid) for pid in pids[1:]):  # the others are not our children: poll /proc
         assert time.monotonic() < deadline, f"killed processes still running after {timeout} s: {pids}"
         time.sleep(0.05)
 
 
-def _running(pid: int) -> bool:
-    """False once the process has exited (gone, or a zombie waiting for its parent)."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; [] once the process is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return []
+
+
+def running(pid: int) -> bool:
+    """False once the process has exited (gone, or a zombie waiting for its parent)."""
+    return _stat(pid)[:1] not in ([], ["Z"], ["X"])
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of pid (a launcher's: its ranks)."""
+    return [child for child in descendants(pid) if _stat(child)[1:2] == [str(pid)]]
 
 
 def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:

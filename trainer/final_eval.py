@@ -97,6 +97,9 @@ def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn
         "wall_seconds": wall_seconds + time.time() - start,
         # training throughput of all processes together, mean over epochs (evaluation not counted)
         "images_per_s": sum(rates) / len(rates) if rates else None,
+        # the main process's longest single declared wait in this process lifetime, against --hang-timeout
+        "longest_wait": {"seconds": round(watchdog.longest[0], 3), "what": watchdog.longest[1],
+                         "hang_timeout": cfg.hang_timeout},
         "metric": ("test_map: sklearn average_precision_score per class, mean over classes with positives; "
                    "test_map_voc07: 11-point interpolated as the VOC devkit's Python ports, difficult-only "
                    "images ignored") if labeled else
@@ -122,6 +125,9 @@ def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn
                 f"{', '.join(skipped[:10])}{more} were skipped at pack time (manifest.json 'skipped')[/yellow]")
         if cfg.debug:
             say(f"[yellow]--debug: the test metrics and submission.csv cover only {len(used.ids)} test images")
+        if watchdog.timeout > 0:
+            say(f"longest single wait: {watchdog.longest[0]:.1f} s ({watchdog.longest[1]}), "
+                f"--hang-timeout {cfg.hang_timeout:g} s")
         say(f"outputs in {run_dir}: summary.json, submission.csv ({used_name} model), "
             f"{'per_class_ap.csv, ' if labeled else ''}history.csv, loss.png, map.png, config.yaml, checkpoints/")
     if labeled:

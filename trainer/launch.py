@@ -10,15 +10,24 @@ whatever the fault was. Each trainer already says what went wrong in one `error:
   74 I/O, 124 hang) wins over a peer's "another process has gone away" (1); a process killed by
   signal N counts as 128 + N, as shells say, and gets a line here, since it could not say anything
   itself (SIGKILL: often the kernel's out-of-memory killer; see dmesg).
+- one process (no --multi_gpu): accelerate runs it as a plain subprocess and, since 1.16, ends
+  itself with status 143 on SIGTERM after killing the trainer's process tree; a scheduler's
+  SIGTERM (preemption) reaches every process of the step, and the trainer must be left to save its
+  checkpoint. So that case runs the same command here, and the launcher only waits: stop signals
+  are for the trainer (it gets them from the scheduler, the terminal's process group, or launch.sh).
 ./launch.sh train, ./launch.sh demo and cluster/node_launch.sh start runs this way.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import subprocess
 import sys
+from argparse import Namespace
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # trainer/signals.py's, without importing torch here
 
 
 def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:
@@ -52,6 +61,25 @@ def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:
     return max(statuses, default=128 + signal.SIGTERM), lines
 
 
+def run_one(args: Namespace) -> int:
+    """accelerate's one-process launch (the same command and environment; `args` validated), waiting
+    through stop signals."""
+    from accelerate.commands.launch import prepare_simple_launcher_cmd_env
+
+    cmd, env = prepare_simple_launcher_cmd_env(args)
+    # Caught, not ignored: SIG_IGN would be inherited by the trainer; a handler is reset at its exec.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in STOP_SIGNALS}
+    try:
+        code = subprocess.Popen(cmd, env=env).wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    status, lines = exit_status({0: (code, 0)}) if code else (0, [])
+    for line in lines:
+        print(line, file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -61,13 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet = logging.getLogger("torch.distributed")
     quiet.handlers, quiet.propagate = [logging.NullHandler()], False
     args = launch_command_parser().parse_args(argv)
+    # launch_command's own first step, on a copy (a private function): the flags with the accelerate
+    # config file's defaults filled in, which say whether accelerate would run one plain subprocess.
+    from accelerate.commands.launch import _validate_launch_command
+
+    checked, defaults, _ = _validate_launch_command(copy.deepcopy(args))
+    distributed = (checked.multi_gpu, checked.use_deepspeed, checked.use_fsdp, checked.use_megatron_lm, checked.tpu)
+    if not any(distributed) and (defaults is None or defaults.compute_environment == "LOCAL_MACHINE"):
+        return run_one(checked)
     try:
         launch_command(args)
     except ChildFailedError as err:
         status, lines = exit_status({rank: (failure.exitcode, failure.timestamp)
                                      for rank, failure in err.failures.items()})
-    except subprocess.CalledProcessError as err:  # one process: accelerate runs it as a plain subprocess
-        status, lines = exit_status({0: (err.returncode, 0)})
     else:
         return 0
     for line in lines:

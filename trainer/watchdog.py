@@ -70,6 +70,8 @@ class Watchdog:
         self.identity: Identity | None = None
         self.who = f"process {os.getpid()} on {socket.gethostname()}"
         self.stacks_file: Path | None = None
+        # The longest single wait so far (seconds, what): how close a run came to --hang-timeout.
+        self.longest: tuple[float, str] = (0.0, "")
         self._stack: list[_Wait] = []  # declared waits, innermost last; only the main thread changes it
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,9 +123,11 @@ class Watchdog:
         try:
             yield
         finally:
-            self._stack.pop()
+            wait = self._stack.pop()
+            now = time.monotonic()
+            if now - wait.started > self.longest[0]:
+                self.longest = (now - wait.started, wait.what)
             if self._stack:
-                now = time.monotonic()
                 outer = self._stack[-1]
                 outer.started, outer.deadline = now, now + self.timeout
 
