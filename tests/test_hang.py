@@ -134,8 +134,9 @@ def written(marker: Path):
 @pytest.mark.slow
 def test_a_frozen_rank_ends_the_run_by_itself_and_it_resumes(shards_dir, tmp_path):
     out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "go", tmp_path / "run.log"
-    hang = 20
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", "--hang-timeout", str(hang), *TINY]
+    hang = 30  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", "--hang-timeout", str(hang), *TINY,
+            "--workers", "0"]  # no loader server to start: the freeze is all that can make a wait long
 
     # Rank 0 pauses before epoch 2's first batch (epoch 1 and its checkpoint are done); rank 1 then
     # waits for it in the gradient all-reduce. Freeze rank 1, let rank 0 go on into that all-reduce.
@@ -163,7 +164,7 @@ def test_a_frozen_loader_worker_ends_the_run_by_itself_and_it_resumes(shards_dir
     """The hang that was seen: rank 0 waits for its eval loader's worker, which never produces
     anything; rank 1 waits for rank 0 in the evaluation's gather."""
     out, marker, log = tmp_path / "run", tmp_path / "frozen", tmp_path / "run.log"
-    hang = 20
+    hang = 30  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
     cmd = ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY],
               ours=True)
     at = cmd.index("trainer/main.py")

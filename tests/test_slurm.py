@@ -236,7 +236,7 @@ def test_a_frozen_rank_ends_the_job_by_itself_and_it_is_requeued_once(slurm, sha
     says so in one line and exits 124, srun ends the step, and the batch script requeues the job once
     (a deadlock need not repeat); the requeued start resumes and finishes every epoch exactly once."""
     out, log, marker, release = tmp_path / "run", tmp_path / "job.log", tmp_path / "paused", tmp_path / "go"
-    hang = 20
+    hang = 30  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
     job = submit(slurm, log, ["--nodes=2"], train_args(shards_dir, out, "--hang-timeout", str(hang)),
                  paused("2:0", marker, release))
     wait_for(marker.exists, slurm, job, log, "the paused run")

@@ -197,8 +197,10 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
             progress.start_epoch(epoch, cfg.epochs, data.batches, skip)
             so_far, stopped = None, False
             # Two declared waits: the loader's next batch, and the step around it (its gradient all-reduce).
-            batches = watchdog.watch(data.train(epoch, skip), "the next batch of the train loader", first=skip,
-                                     phase="train", epoch=epoch)
+            with watchdog.waiting("the train loader's workers to start", phase="train", epoch=epoch):
+                source = data.train(epoch, skip)
+            batches = watchdog.watch(source, "the next batch of the train loader", first=skip, phase="train",
+                                     epoch=epoch)
             updates = train_updates(model, batches, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
                                     accelerator=accelerator, first_batch=skip, channels_last=cfg.channels_last)
             for so_far in watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
