@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from train_helpers import TINY, ddp, kill_launch, single, start, wait_until
+from train_helpers import TINY, WORKERS, ddp, kill_launch, single, start, wait_until
 from trainer.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path):
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "run.log"
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY]
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *WORKERS]
     # Rank 0 pauses before epoch 1's batch 2; rank 1 goes on and waits for it in a collective.
     proc = start(ddp(args, paused=("1:2", marker)), log)
     wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
@@ -44,7 +44,7 @@ def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path)
 
 def test_a_second_ctrl_c_aborts_the_run_at_once(shards_dir, tmp_path):
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "run.log"
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, "--batch-size", "2"]
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", *TINY, *WORKERS, "--batch-size", "2"]
     cmd = single(args, paused=("2:0", marker))
     cmd[2:2] = ["--signals", "2"]  # paused_run option: stay paused until a second signal
     proc = start(cmd, log)

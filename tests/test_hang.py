@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import (ROOT, TINY, children, ddp, env, history, kill_launch, run, running, start,
+from train_helpers import (ROOT, TINY, WORKERS, children, ddp, env, history, kill_launch, run, running, start,
                            wait_until)
 from trainer.faults import EXIT_BAD_INPUT, EXIT_HANG, EXIT_IO, EXIT_PEER, Identity, as_fault
 from trainer.launch import exit_status
@@ -134,9 +134,9 @@ def written(marker: Path):
 @pytest.mark.slow
 def test_a_frozen_rank_ends_the_run_by_itself_and_it_resumes(shards_dir, tmp_path):
     out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "go", tmp_path / "run.log"
-    hang = 30  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", "--hang-timeout", str(hang), *TINY,
-            "--workers", "0"]  # no loader server to start: the freeze is all that can make a wait long
+    hang = 20  # above any set-up wait of a loaded box (no loader server to start here)
+    # TINY: no loader workers, no server start: the freeze is all that can make a wait long.
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "3", "--hang-timeout", str(hang), *TINY]
 
     # Rank 0 pauses before epoch 2's first batch (epoch 1 and its checkpoint are done); rank 1 then
     # waits for it in the gradient all-reduce. Freeze rank 1, let rank 0 go on into that all-reduce.
@@ -165,8 +165,8 @@ def test_a_frozen_loader_worker_ends_the_run_by_itself_and_it_resumes(shards_dir
     anything; rank 1 waits for rank 0 in the evaluation's gather."""
     out, marker, log = tmp_path / "run", tmp_path / "frozen", tmp_path / "run.log"
     hang = 30  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
-    cmd = ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY],
-              ours=True)
+    cmd = ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY,
+               *WORKERS], ours=True)
     at = cmd.index("trainer/main.py")
     cmd[at:at + 1] = ["tests/paused_run.py", "--freeze-eval-worker", "val", "--marker", str(marker), "--"]
     status, text, errors = launch_until_hang(cmd, log, written(marker), lambda launcher: None, hang)

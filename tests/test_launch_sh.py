@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import ROOT, TINY, env, wait_until
+from train_helpers import ROOT, TINY, WORKERS, env, wait_until
 from trainer.checkpoint import latest_checkpoint
 from trainer.main import STOP_CHECK_UPDATES
 
@@ -63,7 +63,7 @@ def _signals_as_from_a_terminal() -> None:
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_a_stop_signal_through_launch_sh_saves_and_exits_0_without_a_traceback(shards_dir, tmp_path, how):
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "launch.log"
-    cmd = [LAUNCH, "train", "--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY,
+    cmd = [LAUNCH, "train", "--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *WORKERS,
            "--batch-size", "2"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env(), "VOC_TRAIN_SCRIPT": str(_paused_entry(tmp_path, marker))},
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from slurm_cluster import CPUS_PER_NODE, URGENT, LocalSlurm, ensure_hosts, why_not
-from train_helpers import ROOT, TINY, history
+from train_helpers import ROOT, TINY, WORKERS, history
 
 pytestmark = pytest.mark.slow
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
@@ -68,7 +68,8 @@ def paused(at: str, marker: Path, release: Path | None = None) -> dict:
 
 
 def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return ["--shards", str(shards), "--out", str(out), "--epochs", str(EPOCHS), *TINY, *extra]
+    # Loader workers too: SLURM signals every process of a step, theirs included.
+    return ["--shards", str(shards), "--out", str(out), "--epochs", str(EPOCHS), *TINY, *WORKERS, *extra]
 
 
 def wait_for(condition, cluster: LocalSlurm, job: str, log: Path, what: str) -> None:

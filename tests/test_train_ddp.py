@@ -18,7 +18,7 @@ from accelerate.state import AcceleratorState
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
-from train_helpers import ROOT, TINY, ddp, history, kill_launch, run, signal_when_paused, start, wait_until
+from train_helpers import ROOT, TINY, WORKERS, ddp, history, kill_launch, run, signal_when_paused, start, wait_until
 from trainer.checkpoint import latest_checkpoint
 from trainer.main import STOP_CHECK_UPDATES, main
 
@@ -135,7 +135,8 @@ def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "stopped.log"
     # batch 2: 6 batches per process and epoch. Rank 0 waits before the first batch until the
     # signal is in; both ranks then stop together at the first stop check.
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY, "--batch-size", "2"]
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY, *WORKERS,
+            "--batch-size", "2"]
     signal_when_paused(ddp(args, paused=("1:0", marker)), marker, log, signal.SIGTERM, every_process=True)
     text = log.read_text()
     assert "stopped by SIGTERM" in text, text[-4000:]

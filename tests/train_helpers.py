@@ -16,9 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 # Small enough for a shared 2-core box: vocnet (global pooling) at 32 px, 4 images per process.
-# The streaming loader (its worker processes are part of what the signal and fault tests check);
-# tests/test_train_device.py runs the device loader, tests/test_compile.py the default choice.
-TINY = ["--model", "vocnet", "--image-size", "32", "--batch-size", "4", "--workers", "1", "--optimizer", "adam",
+# The streaming loader, in the training process: a process's first loader start with workers waits
+# for their server's imports (~4 s, shards/workers.py). Tests of what loader workers do under
+# signals and faults add WORKERS. tests/test_train_device.py runs the device loader,
+# tests/test_compile.py the default choice.
+WORKERS = ["--workers", "1"]
+TINY = ["--model", "vocnet", "--image-size", "32", "--batch-size", "4", "--workers", "0", "--optimizer", "adam",
         "--lr", "0.003", "--augment", "none", "--test-frequency", "1", "--seed", "3", "--loader", "stream"]
 
 
