@@ -77,7 +77,7 @@ def test_a_stop_signal_during_a_stuck_wait_ends_it_within_the_grace(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == EXIT_HANG, err
-    assert err.count("\n") == 1 and f"a stop signal came and the wait did not end within {STOP_GRACE_S:.0f} s" in err
+    assert err.count("\n") == 1 and f"SIGTERM came and the wait did not end within {STOP_GRACE_S:.0f} s" in err
 
 
 def test_the_launch_status_is_the_first_failures_cause():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from dataclasses import dataclass
 
 EXIT_PEER = 1
@@ -52,6 +53,17 @@ class RunFault(Exception):
     def __init__(self, status: int, line: str | None) -> None:
         super().__init__(line or f"exit status {status}")
         self.status, self.line = status, line
+
+
+def say_error(line: str) -> None:
+    """`error: LINE` on stderr in one write: the ranks of a run share one log, and print()'s two writes
+    (the text, then the newline) let another rank's line land in between."""
+    text = f"error: {line}\n"
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (AttributeError, OSError, ValueError):  # a stderr without a file (captured: tests, notebooks)
+        sys.stderr.write(text)
 
 
 def io_line(err: OSError) -> str | None:

@@ -33,7 +33,7 @@ from trainer.config_yaml import read_run_record
 from trainer.data import RunData
 from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
-from trainer.faults import Identity, RunFault, as_fault
+from trainer.faults import Identity, RunFault, as_fault, say_error
 from trainer.final_eval import test_and_write_outputs
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
@@ -118,7 +118,7 @@ def train(cfg: TrainConfig) -> dict:
             if fault is None:
                 raise  # a bug: its traceback is the report
             if fault.line:  # said here, while a launcher's SIGTERM is still only recorded by the stop handler
-                print(f"error: {fault.line}", file=sys.stderr, flush=True)
+                say_error(fault.line)
             raise fault from err
 
 

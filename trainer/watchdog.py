@@ -20,10 +20,12 @@ would outlive us) and ends the process with EXIT_HANG: os._exit, since the main 
 definition. Peers that then lose their connection to this process end in one line of their own
 (trainer.faults).
 
-A stop signal (a launcher's SIGTERM after a peer failed, a scheduler's preemption) is recorded by
-trainer.signals and acted on between steps; a main thread stuck in a wait never gets there, and the
-launcher would SIGKILL it after its grace period with nothing said. The watchdog hears the signal
-itself (signal.set_wakeup_fd) and gives the wait in progress at most STOP_GRACE_S more.
+SIGTERM (a launcher's after a peer failed, a scheduler's preemption) is recorded by trainer.signals
+and acted on between steps; a main thread stuck in a wait never gets there, and the launcher or the
+scheduler SIGKILLs it after its grace period (30 s: torch's launcher, SLURM's default KillWait) with
+nothing said. The watchdog hears the signal itself (signal.set_wakeup_fd) and gives the wait in
+progress at most STOP_GRACE_S more, then says what it waited for. Not for SIGUSR1 or Ctrl-C: no
+kill follows those, and a slow wait may end in its own time.
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ from pathlib import Path
 from trainer.faults import EXIT_HANG, Identity
 
 POLL_S = 1.0  # how often the deadline is checked: a hang is reported at most this late
-STOP_GRACE_S = 10.0  # a wait in progress when a stop signal comes gets at most this much more
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGUSR1, signal.SIGINT}  # trainer.signals.STOP_SIGNALS (no import cycle)
+STOP_GRACE_S = 20.0  # a wait in progress when SIGTERM comes gets at most this much more: below the usual 30 s kill
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Watchdog:
             data = self._wake_r.recv(64)
         except (BlockingIOError, OSError):
             return
-        if any(signum in STOP_SIGNALS for signum in data) and self._stack:
+        if signal.SIGTERM in data and self._stack:
             wait = self._stack[-1]
             cut = time.monotonic() + STOP_GRACE_S
             if cut < wait.deadline:
@@ -172,7 +173,7 @@ class Watchdog:
     def _fire(self, wait: _Wait) -> None:
         waited = time.monotonic() - wait.started
         where = ", ".join(f"{k} {v}" for k, v in wait.where.items() if v is not None)
-        why = (f"a stop signal came and the wait did not end within {STOP_GRACE_S:.0f} s of it" if wait.stop_cut
+        why = (f"SIGTERM came and the wait did not end within {STOP_GRACE_S:.0f} s of it" if wait.stop_cut
                else f"--hang-timeout {self.timeout:g} s")
         stacks = self._dump_stacks(wait)
         line = (f"error: {self.who} waited {waited:.0f} s for {wait.what}" + (f" ({where})" if where else "")
