@@ -154,18 +154,25 @@ class Watchdog:
                     self._heard_signals()
             elif self._done.wait(POLL_S):
                 return
-            stack = self._stack
-            wait = stack[-1] if stack else None  # a list read is atomic under the GIL
+            wait = self._innermost()
             if wait is not None and time.monotonic() > wait.deadline and not self._done.is_set():
                 self._fire(wait)
+
+    def _innermost(self) -> _Wait | None:
+        # The main thread may pop the last wait between a length check and the read: an IndexError
+        # here would end this thread silently, and with it every deadline.
+        try:
+            return self._stack[-1]
+        except IndexError:
+            return None
 
     def _heard_signals(self) -> None:
         try:
             data = self._wake_r.recv(64)
         except (BlockingIOError, OSError):
             return
-        if signal.SIGTERM in data and self._stack:
-            wait = self._stack[-1]
+        wait = self._innermost()
+        if signal.SIGTERM in data and wait is not None:
             cut = time.monotonic() + STOP_GRACE_S
             if cut < wait.deadline:
                 wait.deadline, wait.stop_cut = cut, True
