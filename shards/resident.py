@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
+from shards.decoded_cache import Decoded, entry_key, load_or_build
 from shards.device_views import crop_boxes, crops, random_flips
 from shards.manifest import load_manifest, split_entry
 from shards.reader import eval_loader, sample_loader
@@ -40,6 +43,7 @@ class EvalView:
     states: torch.Tensor  # int8 [N, 20] (placeholders for an unlabeled split)
     ids: list[str]
     seconds: float  # time to read, decode and move it
+    source: str = "decoded"  # or "cache" (shards.decoded_cache)
 
     @property
     def nbytes(self) -> int:
@@ -58,6 +62,7 @@ class RawImages:
     states: torch.Tensor  # int8 [N, 20]
     ids: list[str]
     seconds: float
+    source: str = "decoded"
 
     @property
     def nbytes(self) -> int:
@@ -128,3 +133,49 @@ def estimate_raw_bytes(shards_dir: str | Path, split: str) -> int:
 def eval_view_bytes(count: int, image_size: int) -> int:
     """Bytes of `count` images in the eval view."""
     return count * 3 * image_size * image_size
+
+
+def _decode_eval(shards_dir: str | Path, split: str, image_size: int,
+                 num_workers: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """All of `split` in the eval view on the host, sorted by id: {"images", "states"}, ids."""
+    view = load_eval_view(shards_dir, split, image_size=image_size, device=torch.device("cpu"),
+                          num_workers=num_workers)
+    return {"images": view.images.numpy(), "states": view.states.numpy()}, view.ids
+
+
+def _decode_raw(shards_dir: str | Path, split: str, num_workers: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    raw = load_raw(shards_dir, split, device=torch.device("cpu"), num_workers=num_workers)
+    return {name: getattr(raw, name).numpy() for name in ("pixels", "heights", "widths", "states")}, raw.ids
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # A mapped array stays mapped on CPU (no copy; processes share its pages); a GPU gets one copy.
+    return torch.from_numpy(array).to(device)
+
+
+def cached_eval_view(cache: Path | None, shards_dir: str | Path, split: str, *, image_size: int,
+                     device: torch.device, num_workers: int, rank: int = 0, world_size: int = 1) -> EvalView:
+    """`split`'s eval view through the decoded cache (shards.decoded_cache) at `cache`: all of it
+    decoded or mapped, then this rank's exactly-once share, rows rank, rank + world_size, ..."""
+    key = entry_key(shards_dir, split, {"kind": "eval", "image_size": image_size})
+    found: Decoded = load_or_build(cache, f"{split}-eval{image_size}", key,
+                                   lambda: _decode_eval(shards_dir, split, image_size, num_workers))
+    start = time.perf_counter()
+    images, states, ids = found.arrays["images"], found.arrays["states"], found.ids
+    if world_size > 1:
+        images, states = (np.ascontiguousarray(a[rank::world_size]) for a in (images, states))
+        ids = ids[rank::world_size]
+    return EvalView(images=_tensor(images, device), states=_tensor(states, device), ids=ids,
+                    seconds=found.seconds + time.perf_counter() - start, source=found.source)
+
+
+def cached_raw(cache: Path | None, shards_dir: str | Path, split: str, *, device: torch.device,
+               num_workers: int) -> RawImages:
+    """`split`'s stored images through the decoded cache at `cache` (see `cached_eval_view`)."""
+    key = entry_key(shards_dir, split, {"kind": "raw"})
+    found = load_or_build(cache, f"{split}-raw", key, lambda: _decode_raw(shards_dir, split, num_workers))
+    start = time.perf_counter()
+    arrays = {name: _tensor(array, device) for name, array in found.arrays.items()}
+    sizes = 3 * arrays["heights"] * arrays["widths"]
+    return RawImages(offsets=torch.cumsum(sizes, 0) - sizes, ids=found.ids, source=found.source,
+                     seconds=found.seconds + time.perf_counter() - start, **arrays)
