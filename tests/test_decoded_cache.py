@@ -41,7 +41,7 @@ def test_eval_view_and_stored_images_are_built_once_then_mapped_the_same(shards_
     for expected_source in ("decoded", "cache"):
         got = cached_raw(cache, shards_dir, "train", device=CPU, num_workers=0)
         assert got.source == expected_source and got.ids == raw.ids
-        for name in ("pixels", "offsets", "heights", "widths", "states"):
+        for name in ("images", "heights", "widths", "transposed", "states"):
             assert torch.equal(getattr(got, name), getattr(raw, name)), name
     # Another image size is another entry, not the 48 px one.
     assert cached_eval_view(cache, shards_dir, "val", image_size=40, device=CPU, num_workers=0).source == "decoded"

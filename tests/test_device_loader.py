@@ -12,8 +12,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from shards.device_views import crop_boxes, crops, random_flips, resized_crops
+from shards.device_views import crop_boxes, crop_flips, random_flips, resized_crop_flips
 from shards.manifest import load_manifest
+from shards.resident import padded
 from trainer.data import ShardStream
 from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader
 from trainer.settings import ConfigError, TrainConfig
@@ -21,30 +22,28 @@ from trainer.settings import ConfigError, TrainConfig
 SIZES = [(256, 341), (341, 256), (256, 256), (256, 900), (97, 120)]
 
 
-def flat(images: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    sizes = torch.tensor([image.numel() for image in images])
-    return (torch.cat([image.flatten() for image in images]), torch.cumsum(sizes, 0) - sizes,
-            torch.tensor([image.shape[1] for image in images]), torch.tensor([image.shape[2] for image in images]))
-
-
-def test_crops_equal_torchvision_resized_crop_of_each_box():
+def test_crop_flips_equal_torchvision_resized_crop_and_flip_of_each_box():
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in SIZES]
-    pixels, offsets, heights, widths = flat(images)
+    stored, heights, widths, transposed = padded(images)
+    assert stored.shape == (len(SIZES), 3, 256, 900) and transposed.tolist() == [False, True, False, False, False]
     for _ in range(10):
         boxes = crop_boxes(heights, widths, generator)
-        batch = resized_crops(pixels, offsets, heights, widths, boxes, 61)
+        flips = torch.rand(len(images), generator=generator) < 0.5
+        batch = resized_crop_flips(stored, transposed, boxes, flips, 61)
         assert batch.shape == (len(images), 3, 61, 61) and batch.dtype == torch.uint8
-        for image, box, crop in zip(images, boxes.tolist(), batch):
+        on_cpu = crop_flips(stored, heights, widths, transposed, boxes, flips, 61)
+        for image, box, flip, crop, cpu_crop in zip(images, boxes.tolist(), flips.tolist(), batch, on_cpu):
             top, left, h, w = box
             assert 0 <= top and top + h <= image.shape[1] and 0 <= left and left + w <= image.shape[2]
-            # The same box through torchvision (bilinear, no antialias): at most 1 grey level apart (rounding).
+            # The same box through torchvision (bilinear, no antialias), then the flip: at most 1 grey
+            # level apart (rounding), the padding and the neighbouring rows never leak in.
             expected = F.resized_crop(image, top, left, h, w, [61, 61], antialias=False)
+            expected = expected.flip(-1) if flip else expected
             assert (expected.int() - crop.int()).abs().max() <= 1, box
-        # On CPU `crops` is torchvision's own antialiased kernel, per image (faster there).
-        on_cpu = crops(pixels, offsets, heights, widths, boxes, 61)
-        for image, (top, left, h, w), crop in zip(images, boxes.tolist(), on_cpu):
-            assert torch.equal(crop, F.resized_crop(image, top, left, h, w, [61, 61], antialias=True))
+            # On CPU `crop_flips` is torchvision's own antialiased kernel, per image (faster there).
+            antialiased = F.resized_crop(image, top, left, h, w, [61, 61], antialias=True)
+            assert torch.equal(cpu_crop, antialiased.flip(-1) if flip else antialiased)
 
 
 def box_statistics(boxes: torch.Tensor, height: int, width: int) -> list[float]:
