@@ -50,7 +50,7 @@ def suite_args(suite: str, suites: Path, shards: Path, runs: Path) -> list[str]:
 
 def call_suite(args: list[str]) -> tuple[int, str]:
     """trainer.suite.main in this process (its trainers are still subprocesses); (exit status, output)."""
-    from trainer.suite import main
+    from trainer.suite.cli import main
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         code = main(args)
@@ -148,7 +148,7 @@ def _table_row(markdown: str, section: str, run: str) -> list[str]:
 def test_report_from_the_runs_equals_their_summaries(suite_runs, tmp_path) -> None:
     runs = suite_runs.runs
     out = tmp_path / "report" / "REPORT.md"
-    from trainer.report import main
+    from trainer.report.cli import main
     assert main([str(runs), "--out", str(out)]) == 0
     text = out.read_text()
     simple, resumed = summary(runs / "simple"), summary(runs / "resumed")

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.reference import REFERENCE
-from trainer.suites import SuiteError, load_suites, recipe_changes
+from trainer.report.reference import REFERENCE
+from trainer.suite.catalog import SuiteError, load_suites, recipe_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_RECIPES = ROOT / "configs" / "report"
 
 
 def test_list_shows_every_suite_with_its_runs_and_recipes(capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
@@ -54,7 +54,7 @@ def test_a_recipe_refuses_flags_that_change_its_kind_not_its_length_or_runtime()
 
 
 def test_recipe_changing_flag_is_refused_for_each_run_and_nothing_starts(shards_dir, tmp_path, capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     runs = tmp_path / "runs"
     assert main(["part1a", "--shards", str(shards_dir), "--runs", str(runs), "--lr", "0.1", "--epochs", "1"]) == 1
@@ -79,7 +79,7 @@ def test_recipe_changing_flag_is_refused_for_each_run_and_nothing_starts(shards_
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--suites", "/no/such.yaml"], "--suites: no such file"),
 ])
 def test_suite_bad_input_is_one_error_line_and_exit_2(args, says, shards_dir, tmp_path, capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     assert main([arg.format(shards=shards_dir, runs=tmp_path / "runs") for arg in args]) == 2
     err = capsys.readouterr().err
@@ -107,7 +107,7 @@ def test_a_bad_suites_file_names_the_file_and_the_entry(suites, says, tmp_path) 
 
 
 def test_report_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys) -> None:
-    from trainer.report import main
+    from trainer.report.cli import main
 
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "run").mkdir()

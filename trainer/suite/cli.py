@@ -5,7 +5,7 @@ runs), `part1a`, `ablation`, `ours`; `--list` shows them. Each run is its own di
 RUNS/<name>, trained by `python trainer/main.py --config RECIPE --shards DIR --out RUNS/<name>
 [FLAGS...]` in one process, so a report recipe keeps the report's batch of 50. A finished run
 (summary.json) is skipped, an unfinished one resumes, one that fails is reported and the rest go
-on; exit status 0 only when every run of the suite has finished. See trainer.suite_run.
+on; exit status 0 only when every run of the suite has finished. See trainer.suite.plan and trainer.suite.local.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from rich.console import Console
 
 from trainer.config import validate
 from trainer.settings import ConfigError, TrainConfig, flag
-from trainer.suite_board import Board
-from trainer.suite_run import execute, plan_job
-from trainer.suites import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
+from trainer.suite.board import Board
+from trainer.suite.local import execute
+from trainer.suite.plan import plan_job
+from trainer.suite.catalog import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
 
 EPILOG = "\n\n".join(textwrap.fill(paragraph, 100, break_on_hyphens=False) for paragraph in (
     "Trailing flags are trainer flags (python trainer/main.py --help) applied to every run, e.g. "
