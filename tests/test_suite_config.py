@@ -121,3 +121,46 @@ def test_report_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys) -> None
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--sbatch-args", "--time=1:00:00"], "--sbatch-args is for --launcher slurm"),
+    (["--launcher", "pbs"], "argument --launcher: invalid choice: 'pbs'"),
+    (["--parallel", "0", "--launcher", "slurm"], "--parallel must be >= 1, got 0"),
+])
+def test_bad_launcher_flags_are_one_line_and_submit_nothing(args, says, shards_dir, tmp_path, capsys) -> None:
+    from trainer.suite.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["part1a", "--shards", str(shards_dir), "--runs", str(runs), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert not (runs / ".slurm").exists()
+
+
+def test_slurm_launcher_without_sbatch_says_where_to_run_it(shards_dir, tmp_path, capsys, monkeypatch) -> None:
+    from trainer.suite.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # a laptop: no SLURM clients
+    runs = tmp_path / "runs"
+    assert main(["simple_only", "--suites", str(_one_run_suites(tmp_path)), "--shards", str(shards_dir),
+                 "--runs", str(runs), "--launcher", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --launcher slurm: no sbatch on this machine's PATH; run it on a SLURM login node\n", err
+
+
+def test_status_reads_the_runs_and_takes_no_trainer_flags(tmp_path, capsys) -> None:
+    from trainer.suite.cli import main
+
+    suites, runs = _one_run_suites(tmp_path), tmp_path / "runs"
+    assert main(["simple_only", "--suites", str(suites), "--runs", str(runs), "--status"]) == 1  # not done
+    out = capsys.readouterr().out
+    assert "simple" in out and "not started" in out
+    assert main(["simple_only", "--suites", str(suites), "--runs", str(runs), "--status", "--epochs", "1"]) == 2
+    assert "error: --status takes no trainer flags (--epochs 1)" in capsys.readouterr().err
+
+
+def _one_run_suites(folder: Path) -> Path:
+    path = folder / "suites.yaml"
+    path.write_text(f"simple_only:\n  runs:\n    simple: {REPORT_RECIPES / 'simple.yaml'}\n")
+    return path

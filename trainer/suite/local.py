@@ -20,6 +20,7 @@ from trainer.suite.board import DONE, FAILED, NOT_STARTED, QUEUED, RUNNING, STOP
 from trainer.suite.plan import TRAINER, last_error
 
 POLL_S = 0.5  # how often the running processes and their history.csv are looked at
+ENDED_MARK = "ended:"  # RUN/suite.log's last line of a start: "=== trainer.suite TIME ended: STATE: WHY"
 
 
 def execute(jobs: list[Job], devices: list[str | None], board: Board, *, threads: int | None) -> str | None:
@@ -100,4 +101,7 @@ def _finish(job: Job, board: Board) -> None:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         job.brief = f"{how}: {last_error(job.log)}"
         job.note = f"{job.brief} (output in {job.log})"
+    with open(job.log, "a") as log:  # how this start ended, for --status (trainer.suite.status)
+        log.write(f"=== trainer.suite {datetime.now().isoformat(timespec='seconds')} {ENDED_MARK} {job.state}: "
+                  f"{job.brief if job.state == FAILED else job.note}\n")
     board.say(job, f"{job.state}: {job.note}")
