@@ -169,7 +169,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     positives, count = data.train_positives()
     loss_fn = build_loss(cfg.loss, auto_pos_weight(positives, count) if cfg.pos_weight == "auto" else None)
     loss_fn = loss_fn.to(accelerator.device)
-    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                fused=accelerator.device.type == "cuda")
     updates_per_epoch = data.batches // cfg.grad_accum
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=updates_per_epoch * cfg.epochs,
                                 warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
