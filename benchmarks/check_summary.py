@@ -35,9 +35,18 @@ def log_tail(path: Path) -> list[str]:
 
 
 def read_stages(work: Path) -> list[dict]:
-    stages = []
+    """WORK/stages.tsv's records. The script writes a command's newlines as a literal \\n; a
+    stages.tsv from before that (a multi-line `python -c` command) has continuation lines, which
+    belong to the command of the record before them."""
+    records: list[list[str]] = []
     for line in (work / "stages.tsv").read_text().splitlines():
-        name, status, rc, seconds, limit, command = line.split("\t", 5)
+        fields = line.split("\t", 5)
+        if len(fields) == 6 and fields[3].isdigit() and fields[4].isdigit():
+            records.append(fields)
+        elif records:
+            records[-1][5] += "\n" + line
+    stages = []
+    for name, status, rc, seconds, limit, command in records:
         stages.append({"name": name, "status": status, "exit_status": int(rc) if rc else None,
                        "seconds": int(seconds), "limit_s": int(limit), "command": command,
                        "log_tail": log_tail(work / "logs" / f"{name}.log")})

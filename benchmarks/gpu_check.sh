@@ -72,8 +72,9 @@ else
 fi
 DEADLINE=$(( SECONDS + DEADLINE_S ))
 
-record() {  # record NAME STATUS RC SECONDS LIMIT COMMAND
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$WORK/stages.tsv"
+record() {  # record NAME STATUS RC SECONDS LIMIT COMMAND: one line (the command's tabs and newlines escaped)
+    local command=${6//$'\t'/ }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${command//$'\n'/\\n}" >> "$WORK/stages.tsv"
 }
 
 stage() {  # stage NAME BUDGET_S CMD...: run CMD within min(budget, time left), log it, record the outcome

@@ -7,6 +7,7 @@ files with names the device tool brings back.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -98,3 +99,34 @@ def test_out_of_time_stages_are_not_run_and_say_so(tmp_path: Path) -> None:
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert run_check(tmp_path / "out", "--fast").returncode == 2
+
+
+def load_check_summary():
+    spec = importlib.util.spec_from_file_location("check_summary", REPO / "benchmarks" / "check_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_multi_line_stage_command_does_not_break_the_summary(tmp_path):
+    """The H200 run's install stage was a multi-line `python -c`: the script now writes it on one line
+    (newlines as a literal \\n), and the summary also reads a stages.tsv written before that."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "logs").mkdir(parents=True)
+    out.mkdir()
+    command = "python3 -c import sys, zipfile\nfor wheel in sys.argv[2:]:\n    zipfile.ZipFile(wheel)"
+    script = SCRIPT.read_text()
+    record = script[script.index("record() {"):script.index("\n}\n", script.index("record() {")) + 3]
+    subprocess.run(["bash", "-c", f'{record}\nrecord install-webdataset ok 0 3 60 "$1"\nrecord bench ok 0 9 90 "b c"',
+                    "bash", command], env={**os.environ, "WORK": str(work)}, check=True)
+    assert len((work / "stages.tsv").read_text().splitlines()) == 2
+    (work / "logs" / "bench.log").write_text('{"device_images_per_s": 5}\n')
+    old_style = tmp_path / "old"
+    (old_style / "logs").mkdir(parents=True)
+    (old_style / "stages.tsv").write_text(f"install-webdataset\tok\t0\t3\t60\t{command}\nbench\tok\t0\t9\t90\tb c\n")
+    for folder in (work, old_style):
+        assert load_check_summary().main(["--out", str(out), "--work", str(folder), "--mode", "smoke",
+                                          "--seconds", "12", "--deadline", "450"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert [(s["name"], s["seconds"]) for s in summary["stages"]] == [("install-webdataset", 3), ("bench", 9)]
+        assert summary["stages"][0]["command"].replace("\\n", "\n") == command
