@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import sys
 
@@ -40,6 +41,10 @@ def test_device_loader_trains_and_scores_every_test_image_once(device_run, shard
     out, log = device_run
     # Decoded here, or mapped from the decoded cache that an earlier run on these shards wrote.
     assert "loader: device (--loader device); decoded" in log or "from the decoded cache" in log, log
+    # The start: line (trainer/startup.py) says where the time to the first step went.
+    assert re.search(r"start: [\d.]+ s from process start to the end of the first step \(interpreter and imports "
+                     r"[\d.]+ s, Accelerator [\d.]+ s, model [\d.]+ s, data [\d.]+ s, prepare and resume [\d.]+ s, "
+                     r"first step [\d.]+ s\)", log), log
     assert [int(r["epoch"]) for r in history(out)] == [1, 2]
     assert all(float(r["val_map"]) > 0 for r in history(out))
     summary = json.loads((out / "summary.json").read_text())
