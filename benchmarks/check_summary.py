@@ -90,6 +90,15 @@ def headline(out: Path) -> dict:
             **{key: summary.get(key) for key in ("test_map", "best_val_map", "wall_seconds", "images_per_s")},
             "epoch_seconds": [round(float(row["seconds"]), 2) for row in train.get("history", []) if row.get("seconds")],
         }
+    profile = load(out / "profile.json")
+    if profile:
+        numbers["profile"] = [{key: r.get(key) for key in ("loader", "ms_per_step", "host_syncs_per_step", "sync_sites")}
+                              | {"top_cuda_kernels": r.get("top_cuda_kernels", [])[:5]} for r in profile["loaders"]]
+    suite = load(out / "suite.json")
+    if suite:
+        numbers["suite"] = {"wall_seconds": suite["wall_seconds"], "exit_status": suite["exit_status"],
+                            "runs": {r["name"]: {"start_seconds": r["start_seconds"], "wall_seconds": r["wall_seconds"],
+                                                 "finished": r["finished"]} for r in suite["runs"]}}
     return numbers
 
 
