@@ -81,9 +81,13 @@ def config(shards_dir, **overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize("augment", ["crop_flip", "flip", "none"])
-def test_an_epoch_deals_every_rank_the_same_full_batches_without_repeats(shards_dir, augment):
-    ranks = [DeviceData(config(shards_dir, augment=augment), rank=r, world_size=2, device=torch.device("cpu"))
-             for r in range(2)]
+def test_an_epoch_deals_every_rank_the_same_full_batches_without_repeats(shards_dir, augment, tmp_path):
+    cache = str(tmp_path / "cache")
+    ranks = [DeviceData(config(shards_dir, augment=augment, decoded_cache=cache), rank=r, world_size=2,
+                        device=torch.device("cpu")) for r in range(2)]
+    # Rank 0 decoded every split into the cache, rank 1 mapped them all (its train share too).
+    assert ranks[0].source == "decoded" and ranks[1].source == "cache", (ranks[0].source, ranks[1].source)
+    assert "mapped" in ranks[1].describe() and "cached in" in ranks[0].describe()
     epochs = {}
     for epoch in (1, 2):
         batches = [list(data.train(epoch)) for data in ranks]

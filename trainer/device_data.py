@@ -107,7 +107,7 @@ def _share(view: EvalView, rank: int, world_size: int) -> EvalView:
     if world_size == 1:
         return view
     return EvalView(images=view.images[rank::world_size], states=view.states[rank::world_size],
-                    ids=view.ids[rank::world_size], seconds=0.0)
+                    ids=view.ids[rank::world_size], seconds=0.0, source=view.source)
 
 
 def device_bytes(cfg: TrainConfig, world_size: int) -> int:
