@@ -35,6 +35,7 @@ from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
 from trainer.faults import Identity, RunFault, as_fault, say_error
 from trainer.final_eval import test_and_write_outputs
+from trainer.finished import finished_run
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
 from trainer.progress import TrainProgress
@@ -149,6 +150,12 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     progress = TrainProgress(enabled=accelerator.is_main_process)
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
+    with watchdog.waiting("the main process's check whether the run is finished (a broadcast)", phase="set-up"):
+        finished = finished_run(accelerator, run_dir, cfg.epochs) if cfg.resume else None
+    if finished:  # before anything is loaded or written (trainer/finished.py)
+        say(finished)
+        end_training(accelerator, watchdog)
+        return {"finished": True, "epoch": cfg.epochs}
     # --- model (first: a model that cannot take the input size fails before the data is loaded)
     with watchdog.waiting("the main process to build the model first (pretrained weights)", phase="set-up"), \
             accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
