@@ -43,7 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import CLASSES
-from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
+from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, choose_frame, orientation, prepare_image
 from shards.lock import FolderBusy, FolderLock
 from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
 from shards.sources import SourceError, VocSource, collect_splits, open_sources
@@ -77,14 +77,18 @@ def _sample(source: VocSource, image_id: str, options: PackOptions,
     data = source.image(image_id)
     if data is None:
         raise ValueError(f"no image JPEGImages/{image_id}.jpg")
-    objects = None
+    annotation = None
     if xml is not None:
         try:
-            objects = parse_annotation(xml).objects
+            annotation = parse_annotation(xml)
         except AnnotationError as err:
             raise ValueError(f"Annotations/{image_id}.xml: {err}") from None
+    objects = None if annotation is None else annotation.objects
     try:
-        stored = prepare_image(data, options.max_size, options.quality)
+        tag, size = orientation(data)
+        # EXIF orientation: upright or as stored, whichever frame the XML's boxes are in (shards/images.py).
+        upright = choose_frame(tag, size, None if annotation is None else (annotation.width, annotation.height))
+        stored = prepare_image(data, options.max_size, options.quality, upright=upright)
     except ImageError as err:
         raise ValueError(f"JPEGImages/{image_id}.jpg: {err}") from None
     states = None if objects is None else devkit_states(objects)
