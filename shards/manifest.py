@@ -100,8 +100,32 @@ def load_manifest(shards_dir: str | Path) -> dict:
 
 
 def split_entry(manifest: dict, split: str, shards_dir: str | Path) -> dict:
-    """manifest['splits'][split], or an error listing the splits that exist."""
-    if split not in manifest["splits"]:
-        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: no split '{split}' "
+    """manifest['splits'][split], or an error listing the splits that exist.
+
+    "train+val" names the union of splits (what the trainer's --train-splits train,val trains on):
+    one entry whose count, shards, ids, skipped_count and positives are the parts' together, labeled
+    when every part is. Parts that share an id are refused: the union would hold that image twice.
+    """
+    parts = split.split("+")
+    missing = [part for part in parts if part not in manifest["splits"]]
+    if missing:
+        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: no split '{missing[0]}' "
                             f"(packed: {', '.join(manifest['splits']) or 'none'})")
-    return manifest["splits"][split]
+    if len(parts) == 1:
+        return manifest["splits"][split]
+    entries = [manifest["splits"][part] for part in parts]
+    ids = sorted(image_id for entry in entries for image_id in entry["ids"])
+    shared = sorted({a for a, b in zip(ids, ids[1:]) if a == b})
+    if shared:
+        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: splits {', '.join(parts)} share {len(shared)} id(s) "
+                            f"({', '.join(shared[:5])}): their union would hold those images twice; repack")
+    labeled = all(is_labeled(entry) for entry in entries)
+    return {
+        "count": sum(entry["count"] for entry in entries),
+        "shards": [name for entry in entries for name in entry["shards"]],
+        "ids": ids,
+        "labeled": labeled,
+        "positives": {name: sum(entry["positives"][name] for entry in entries) for name in CLASSES} if labeled else None,
+        "skipped_count": sum(entry.get("skipped_count", 0) for entry in entries),
+        "years": sorted({year for entry in entries for year in entry.get("years", [])}),
+    }

@@ -6,7 +6,6 @@ those trees, as the official archives hold them (VOCdevkit/VOC<year>/...).
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 

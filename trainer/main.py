@@ -55,7 +55,7 @@ GROUP_TIMEOUT_MARGIN_S = 60
 
 def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:
     """--debug: the layer table, then one batch (the train split's first, in the eval view: no RNG drawn)."""
-    images, states, ids = next(iter(data.eval("train")[0]))
+    images, states, ids = next(iter(data.eval(data.train_split)[0]))
     say(describe(model, image_size=image_size))
     x = normalize(images.to(device))
     say(f"batch: images {tuple(images.shape)} {images.dtype} [{int(images.min())}, {int(images.max())}] -> "
@@ -246,10 +246,16 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
 
             # --- evaluate at epoch 1, every --test-frequency epochs and the last; keep the best
             if epoch == 1 or epoch % cfg.test_frequency == 0 or epoch == cfg.epochs:
-                val = evaluate_split(model, data, "val", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
-                train_eval = evaluate_split(model, data, "train", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
-                row.update(val_loss=val.loss, val_map=val.metrics["map"], train_map=train_eval.metrics["map"])
-                if val.metrics["map"] is not None and (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
+                # --val-split none: no val figures and no best/ (the final model is the one tested)
+                val = None if cfg.val_split == "none" else \
+                    evaluate_split(model, data, cfg.val_split, accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
+                train_eval = evaluate_split(model, data, data.train_split, accelerator, loss_fn, watchdog=watchdog,
+                                            epoch=epoch)
+                row.update(train_map=train_eval.metrics["map"])
+                if val is not None:
+                    row.update(val_loss=val.loss, val_map=val.metrics["map"])
+                if val is not None and val.metrics["map"] is not None and \
+                        (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
                     # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
                     with watchdog.waiting("best/ to be saved (barriers of every rank)", phase="checkpoint", epoch=epoch):
                         checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val.metrics["map"])
