@@ -287,9 +287,9 @@ def summary_lines(manifest: dict) -> list[str]:
     for split, record in manifest["splits"].items():
         n = len(record["shards"])
         line = f"{split}: {record['count']} images in {n} shard{'s' if n != 1 else ''}"
+        line = line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled"
         trees = [source["tree"] for source in record.get("sources", [])]
-        line += f" from {' + '.join(trees)}" if trees else ""
-        lines.append(line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled")
+        lines.append(f"{line} (from {' + '.join(trees)})" if trees else line)
         dropped = skipped_ids(manifest, split)
         if dropped:
             more = len(dropped) - SHOWN_SKIPPED

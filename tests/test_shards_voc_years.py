@@ -70,7 +70,7 @@ def test_a_devkit_holding_only_voc2012_packs_and_the_manifest_says_2012(devkit: 
         record = manifest["splits"][split]
         assert record["years"] == ["2012"] and record["ids"] == _ids(devkit / "VOC2012", split)
         assert [(s["tree"], s["year"]) for s in record["sources"]] == [("VOC2012", "2012")]
-    assert "train: 5 images in 2 shards from VOC2012" in err
+    assert "train: 5 images in 2 shards (from VOC2012)" in err
 
 
 @pytest.mark.parametrize("as_tar", [False, True], ids=["folder", "tar"])
@@ -102,7 +102,7 @@ def test_07_plus_12_is_one_pack_command_for_folders_and_tars(devkit: Path, tmp_p
         assert [(s["tree"], s["listed"]) for s in record["sources"]] == [("VOC2007", SIZES_07[split]),
                                                                            ("VOC2012", SIZES_12[split])]
     assert manifest["splits"]["test"]["ids"] == _ids(voc07, "test") and manifest["splits"]["test"]["years"] == ["2007"]
-    assert "train: 11 images in 3 shards from VOC2007 + VOC2012" in err
+    assert "train: 11 images in 3 shards (from VOC2007 + VOC2012)" in err
 
     # The same from tars: one VOCdevkit tar with both years and --year 2007 --year 2012: the same shards.
     tar = _tar(devkit, tmp_path / "both.tar")
