@@ -112,6 +112,17 @@ def test_07_plus_12_is_one_pack_command_for_folders_and_tars(devkit: Path, tmp_p
         assert (tmp_path / "tars" / name).read_bytes() == (tmp_path / "folders" / name).read_bytes(), name
     assert load_manifest(tmp_path / "tars")["splits"]["val"]["years"] == ["2007", "2012"]
 
+    # And from one tar per year, as the releases come (VOCtrainval_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar).
+    per_year = []
+    for year in ("2007", "2012"):
+        with tarfile.open(tmp_path / f"VOC{year}.tar", "w") as archive:
+            archive.add(devkit / f"VOC{year}", arcname=f"VOCdevkit/VOC{year}")
+        per_year.append(tmp_path / f"VOC{year}.tar")
+    code, err = _pack(capsys, "--voc", per_year[0], "--voc", per_year[1], "--out", tmp_path / "two-tars")
+    assert code == 0, err
+    for name in sorted(p.name for p in (tmp_path / "folders").glob("*.tar")):
+        assert (tmp_path / "two-tars" / name).read_bytes() == (tmp_path / "folders" / name).read_bytes(), name
+
 
 def test_the_same_id_from_two_sources_is_still_refused(devkit: Path, tmp_path: Path, capsys) -> None:
     copy = tmp_path / "copy" / "VOC2007"
