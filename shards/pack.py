@@ -243,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="VOCdevkit folder, one of its VOC<year> folders (VOC2007, VOC2012, ...), or an official "
                              "VOC tar; repeatable: sources fill the same splits when their ids do not collide")
     parser.add_argument("--year", action="append", metavar="YEAR",
-                        help="which VOC<year> tree(s) of a VOCdevkit holding several to pack (e.g. 2007); repeatable")
+                        help="pack only the VOC<YEAR> trees of every --voc (needed when a VOCdevkit holds several "
+                             "years; e.g. 2007); repeatable")
     parser.add_argument("--out", type=Path, required=True, metavar="SHARDS_DIR", help="shard folder to create (must not exist, or be empty)")
     parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD, metavar="N",
                         help=f"images per shard (default {DEFAULT_SAMPLES_PER_SHARD})")
