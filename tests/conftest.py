@@ -12,6 +12,7 @@ from rich.console import Console
 
 from shards.pack import PackOptions, pack
 from shards.synth import DEFAULT_BACKGROUNDS, generate
+from slurm_cluster import LocalSlurm, ensure_hosts, why_not
 
 # Small, but every split spans several uneven shards (5 samples per shard): enough for
 # 2 ranks x 2 workers, and odd counts so "every id once" is not satisfied by luck.
@@ -36,6 +37,29 @@ def shards_dir(voc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """munged, slurmctld and slurmd n1 + n2 with their own config in a temporary folder; stopped afterwards."""
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    ensure_hosts()
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: LocalSlurm):
+    """The cluster for one test; every job is cancelled when the test ends, passed or failed, and the
+    nodes are idle again before the next test starts."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
+
+
 # Rough seconds each slow file takes in one process on a quiet 2-core box (pytest -n 0 --durations
 # on the shared box, scaled down from a load of about 4), for the order below only: a file missing
 # here is taken for a fast one and goes last. Add a new slow file (anything that starts trainers or
@@ -54,6 +78,8 @@ FILE_SECONDS = {
     "test_hang.py": 90,
     # Issue 19: one in-process training run on 07+12 trainval shards.
     "test_train_splits.py": 8,
+    # Issue 18: the report suite as one SLURM job array (8 runs of 1 epoch, a requeue).
+    "test_slurm_suite.py": 200,
 }
 
 

@@ -15,7 +15,8 @@ each but the last, so a test can send the next one only once the previous one ha
 `--pause-at final` pauses rank 0 after training, before the final test (a stop signal there no
 longer stops the run: it finishes). With --once it pauses only while FILE does not exist yet, so a
 requeued or resubmitted job (tests/test_slurm.py) goes straight on where the first start paused.
-With --release FILE2 the pause ends when FILE2 exists instead of on a stop signal (the run goes on
+With --only-run NAME only the run whose --out folder is named NAME pauses (the tasks of a suite's
+SLURM job array share one entry). With --release FILE2 the pause ends when FILE2 exists instead of on a stop signal (the run goes on
 with nothing to stop it: for tests that freeze another process meanwhile).
 
     python tests/paused_run.py --freeze-eval-worker SPLIT --marker FILE -- TRAINER ARGS...
@@ -128,10 +129,15 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=1, help="stop signals to wait for before going on")
     parser.add_argument("--once", action="store_true", help="no pause when the marker already exists")
     parser.add_argument("--release", type=Path, help="end the pause when this file exists (no stop signal needed)")
+    parser.add_argument("--only-run", metavar="NAME",
+                        help="pause only the run whose --out folder is named NAME (one task of a suite's job array)")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
     pause_now = not (args.once and args.marker.exists())
+    if args.only_run is not None:
+        out = trainer_args[trainer_args.index("--out") + 1] if "--out" in trainer_args else ""
+        pause_now = pause_now and Path(out).name == args.only_run
     if args.freeze_eval_worker:
         freeze_eval_worker(args.freeze_eval_worker, args.marker)
         sys.exit(trainer.main.main(trainer_args))

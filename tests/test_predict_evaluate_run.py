@@ -22,9 +22,9 @@ from models import create_model, list_models
 from shards.classes import CLASSES
 from shards.reader import decode_rgb
 from train_helpers import TINY, run, single
-from trainer import evaluate_run, predict
+from trainer.tools import evaluate_run, predict
 from trainer.network import build_model
-from trainer.run_model import PRETRAINED_SUFFIX, architecture
+from trainer.tools.run_model import PRETRAINED_SUFFIX, architecture
 from trainer.settings import TrainConfig
 
 

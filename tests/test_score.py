@@ -20,7 +20,7 @@ from shards.labels import shard_split_labels, voc_split_labels
 from shards.manifest import load_manifest
 from trainer.metrics import average_precisions
 from trainer.outputs import write_submission
-from trainer.score import main
+from trainer.tools.score import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import CPUS_PER_NODE, URGENT, LocalSlurm, ensure_hosts, why_not
+from slurm_cluster import CPUS_PER_NODE, URGENT, LocalSlurm
 from train_helpers import ROOT, TINY, WORKERS, history
 
 pytestmark = pytest.mark.slow
@@ -28,29 +28,6 @@ JOB_LIMIT_S = 420  # a job that has not ended by then is a hang (a start takes ~
 EPOCHS = 2
 OUTPUTS = ("config.yaml", "history.csv", "summary.json", "per_class_ap.csv", "submission.csv", "loss.png",
            "map.png", "best/model.safetensors")
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """munged, slurmctld and slurmd n1 + n2 with their own config in a temporary folder; stopped afterwards."""
-    reason = why_not()
-    if reason:
-        pytest.skip(reason)
-    ensure_hosts()
-    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def slurm(slurm_cluster: LocalSlurm):
-    """The cluster for one test; every job is cancelled when the test ends, passed or failed, and the
-    nodes are idle again before the next test starts."""
-    yield slurm_cluster
-    slurm_cluster.cancel_all()
 
 
 def submit(cluster: LocalSlurm, log: Path, sbatch: list[str], trainer: list[str], env: dict | None = None) -> str:

@@ -50,7 +50,7 @@ def suite_args(suite: str, suites: Path, shards: Path, runs: Path) -> list[str]:
 
 def call_suite(args: list[str]) -> tuple[int, str]:
     """trainer.suite.main in this process (its trainers are still subprocesses); (exit status, output)."""
-    from trainer.suite import main
+    from trainer.suite.cli import main
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         code = main(args)
@@ -84,8 +84,10 @@ def suite_runs(shards_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Si
         proc.send_signal(signal.SIGTERM)
         done.rc1, done.out1 = proc.wait(timeout=300), log.read_text()
         done.checkpoints_at_stop = sorted(p.name for p in (runs / "simple" / "checkpoints").iterdir())
+        done.status1 = call_suite(["tiny", "--suites", str(suites), "--runs", str(runs), "--status"])
         # 2. Both resume and finish, two at once (in this process: faster; the trainers are subprocesses anyway).
         done.rc2, done.out2 = call_suite([*suite_args("tiny", suites, shards_dir, runs), "--parallel", "2"])
+        done.status2 = call_suite(["tiny", "--suites", str(suites), "--runs", str(runs), "--status"])
         # 3. Every run of tiny_ok has finished: nothing is redone, not even with other epochs.
         done.mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*/*") if p.is_file()}
         done.rc3, done.out3 = call_suite([*suite_args("tiny_ok", suites, shards_dir, runs), "--epochs", "3"])
@@ -112,11 +114,19 @@ def test_suite_goes_on_past_failures_resumes_and_skips_finished_runs(suite_runs)
     assert "simple: SIGTERM: asked to stop" in s.out1 and "simple: stopped" in s.out1
     assert s.checkpoints_at_stop == [f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}"]
     assert "0 of 3 runs finished; 1 no weights, 1 failed, 1 stopped (stopped by SIGTERM)" in s.out1
+    # --status, from the directories alone: the same story
+    code, status = s.status1
+    assert code == 1 and "1 not started, 1 failed, 1 stopped" in status, status
+    assert "killed by SIGKILL" in status.split("resumed", 1)[1].split("simple", 1)[0]
     # 2: both resumed where they were and finished; every epoch once in their history
     assert s.rc2 == 1 and "2 of 3 runs finished; 1 no weights" in s.out2, s.out2
     assert "resumed: resuming" in s.out2 and "simple: resuming" in s.out2
+    code, status = s.status2
+    assert code == 1 and "1 not started, 2 done" in status and "test mAP" in status, status
     resumed_log, simple_log = (runs / "resumed" / "suite.log").read_text(), (runs / "simple" / "suite.log").read_text()
-    assert resumed_log.count("=== trainer.suite") == 2 and "(epoch 1 done, 0 batches into the next)" in resumed_log
+    starts = [line for line in resumed_log.splitlines() if line.startswith("=== trainer.suite") and " ended: " not in line]
+    assert len(starts) == 2 and "(epoch 1 done, 0 batches into the next)" in resumed_log
+    assert " ended: failed: killed by SIGKILL" in resumed_log and " ended: done: test mAP" in resumed_log
     assert f"(epoch 0 done, {STOP_CHECK_UPDATES} batches into the next)" in simple_log
     for name, epochs in (("resumed", 2), ("simple", 1)):
         assert [int(row["epoch"]) for row in history(runs / name)] == list(range(1, epochs + 1))
@@ -148,7 +158,7 @@ def _table_row(markdown: str, section: str, run: str) -> list[str]:
 def test_report_from_the_runs_equals_their_summaries(suite_runs, tmp_path) -> None:
     runs = suite_runs.runs
     out = tmp_path / "report" / "REPORT.md"
-    from trainer.report import main
+    from trainer.report.cli import main
     assert main([str(runs), "--out", str(out)]) == 0
     text = out.read_text()
     simple, resumed = summary(runs / "simple"), summary(runs / "resumed")

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.reference import REFERENCE
-from trainer.suites import SuiteError, load_suites, recipe_changes
+from trainer.report.reference import REFERENCE
+from trainer.suite.catalog import SuiteError, load_suites, recipe_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_RECIPES = ROOT / "configs" / "report"
 
 
 def test_list_shows_every_suite_with_its_runs_and_recipes(capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
@@ -54,7 +54,7 @@ def test_a_recipe_refuses_flags_that_change_its_kind_not_its_length_or_runtime()
 
 
 def test_recipe_changing_flag_is_refused_for_each_run_and_nothing_starts(shards_dir, tmp_path, capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     runs = tmp_path / "runs"
     assert main(["part1a", "--shards", str(shards_dir), "--runs", str(runs), "--lr", "0.1", "--epochs", "1"]) == 1
@@ -79,7 +79,7 @@ def test_recipe_changing_flag_is_refused_for_each_run_and_nothing_starts(shards_
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--suites", "/no/such.yaml"], "--suites: no such file"),
 ])
 def test_suite_bad_input_is_one_error_line_and_exit_2(args, says, shards_dir, tmp_path, capsys) -> None:
-    from trainer.suite import main
+    from trainer.suite.cli import main
 
     assert main([arg.format(shards=shards_dir, runs=tmp_path / "runs") for arg in args]) == 2
     err = capsys.readouterr().err
@@ -107,7 +107,7 @@ def test_a_bad_suites_file_names_the_file_and_the_entry(suites, says, tmp_path) 
 
 
 def test_report_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys) -> None:
-    from trainer.report import main
+    from trainer.report.cli import main
 
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "run").mkdir()
@@ -121,3 +121,46 @@ def test_report_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys) -> None
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--sbatch-args", "--time=1:00:00"], "--sbatch-args is for --launcher slurm"),
+    (["--launcher", "pbs"], "argument --launcher: invalid choice: 'pbs'"),
+    (["--parallel", "0", "--launcher", "slurm"], "--parallel must be >= 1, got 0"),
+])
+def test_bad_launcher_flags_are_one_line_and_submit_nothing(args, says, shards_dir, tmp_path, capsys) -> None:
+    from trainer.suite.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["part1a", "--shards", str(shards_dir), "--runs", str(runs), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert not (runs / ".slurm").exists()
+
+
+def test_slurm_launcher_without_sbatch_says_where_to_run_it(shards_dir, tmp_path, capsys, monkeypatch) -> None:
+    from trainer.suite.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # a laptop: no SLURM clients
+    runs = tmp_path / "runs"
+    assert main(["simple_only", "--suites", str(_one_run_suites(tmp_path)), "--shards", str(shards_dir),
+                 "--runs", str(runs), "--launcher", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --launcher slurm: no sbatch on this machine's PATH; run it on a SLURM login node\n", err
+
+
+def test_status_reads_the_runs_and_takes_no_trainer_flags(tmp_path, capsys) -> None:
+    from trainer.suite.cli import main
+
+    suites, runs = _one_run_suites(tmp_path), tmp_path / "runs"
+    assert main(["simple_only", "--suites", str(suites), "--runs", str(runs), "--status"]) == 1  # not done
+    out = capsys.readouterr().out
+    assert "simple" in out and "not started" in out
+    assert main(["simple_only", "--suites", str(suites), "--runs", str(runs), "--status", "--epochs", "1"]) == 2
+    assert "error: --status takes no trainer flags (--epochs 1)" in capsys.readouterr().err
+
+
+def _one_run_suites(folder: Path) -> Path:
+    path = folder / "suites.yaml"
+    path.write_text(f"simple_only:\n  runs:\n    simple: {REPORT_RECIPES / 'simple.yaml'}\n")
+    return path

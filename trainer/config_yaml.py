@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from trainer.provenance import RUN_CONFIG
 from trainer.settings import NOT_INHERITED, ConfigError, TrainConfig, flag, scalar_type
+
+# RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}, written by trainer.provenance.
+RUN_CONFIG = "config.yaml"
 
 
 def _load_yaml(path: Path, label: str) -> object:

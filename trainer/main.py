@@ -29,7 +29,7 @@ from trainer.agreement import agree
 from trainer.atomic import atomic_write_texts
 from trainer.checkpoint import RunState
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
-from trainer.config_yaml import read_run_record
+from trainer.config_yaml import RUN_CONFIG, read_run_record
 from trainer.data import RunData
 from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
@@ -39,7 +39,7 @@ from trainer.finished import finished_run
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
 from trainer.progress import TrainProgress
-from trainer.provenance import RUN_CONFIG, run_config_text
+from trainer.provenance import run_config_text
 from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
 from trainer.resume_point import resume_point
 from trainer.run_lock import RunDirLock

@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from trainer.atomic import atomic_write_text
+from trainer.config_yaml import RUN_CONFIG, read_run_record
 from trainer.settings import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-RUN_CONFIG = "config.yaml"  # RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
 
 
@@ -53,7 +53,6 @@ def slurm_start(environ: Mapping[str, str] = os.environ) -> dict | None:
 
 
 def _earlier_slurm_starts(run_dir: Path) -> list:
-    from trainer.config_yaml import read_run_record  # here: config_yaml imports RUN_CONFIG from this module
     try:
         starts = read_run_record(run_dir).get("slurm") or []
     except ConfigError:  # an unreadable record: main.py refuses to resume from it before we get here

@@ -18,12 +18,12 @@ import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
-from trainer import report_figures as figures
+from trainer.report import figures
 from trainer.atomic import atomic_write_text
-from trainer.reference import BY_RUN, SECTIONS
-from trainer.report_tables import per_class_table, provenance_table, results_table, scored
-from trainer.runs import MISSING, RunFiles, is_run_dir, read_run, runs_under
-from trainer.suites import SUITES_FILE, SuiteError, load_suites, shown_path
+from trainer.report.reference import BY_RUN, SECTIONS
+from trainer.report.tables import per_class_table, provenance_table, results_table, scored
+from trainer.report.runs import MISSING, RunFiles, is_run_dir, read_run, runs_under
+from trainer.suite.catalog import SUITES_FILE, SuiteError, load_suites, shown_path
 
 HOW_TO_READ = """\
 **How to read.** *ours* is summary.json's `test_map`: per-class `sklearn.metrics.average_precision_score`

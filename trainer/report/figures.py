@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from shards.classes import CLASSES
 from trainer.atomic import atomic_write
 from trainer.plots import history_figures
-from trainer.reference import BY_RUN
-from trainer.runs import RunFiles
+from trainer.report.reference import BY_RUN
+from trainer.report.runs import RunFiles
 
 
 def save(fig: Figure, path: Path) -> Path:

@@ -5,13 +5,16 @@ runs), `part1a`, `ablation`, `ours`; `--list` shows them. Each run is its own di
 RUNS/<name>, trained by `python trainer/main.py --config RECIPE --shards DIR --out RUNS/<name>
 [FLAGS...]` in one process, so a report recipe keeps the report's batch of 50. A finished run
 (summary.json) is skipped, an unfinished one resumes, one that fails is reported and the rest go
-on; exit status 0 only when every run of the suite has finished. See trainer.suite_run.
+on; exit status 0 only when every run of the suite has finished. See trainer.suite.plan and
+trainer.suite.local. With --launcher slurm the runs go to a cluster as one job array instead
+(trainer.suite.slurm); --status shows where each run stands (trainer.suite.status).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import textwrap
 import typing
@@ -22,9 +25,12 @@ from rich.console import Console
 
 from trainer.config import validate
 from trainer.settings import ConfigError, TrainConfig, flag
-from trainer.suite_board import Board
-from trainer.suite_run import execute, plan_job
-from trainer.suites import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
+from trainer.suite.board import BAD_SETTINGS, NO_WEIGHTS, REFUSED, Board
+from trainer.suite.local import execute
+from trainer.suite.plan import plan_job
+from trainer.suite.slurm import submit
+from trainer.suite.status import print_status
+from trainer.suite.catalog import RECIPE_FIELDS, SUITE_SETS, SUITES_FILE, SuiteError, given_flags, load_suites, shown_path
 
 EPILOG = "\n\n".join(textwrap.fill(paragraph, 100, break_on_hyphens=False) for paragraph in (
     "Trailing flags are trainer flags (python trainer/main.py --help) applied to every run, e.g. "
@@ -32,8 +38,10 @@ EPILOG = "\n\n".join(textwrap.fill(paragraph, 100, break_on_hyphens=False) for p
     f"({', '.join(flag(n) for n in RECIPE_FIELDS)}) is refused for each run whose recipe it changes, unless "
     "--allow-recipe-change; trainer.report then lists how each run differs from its recipe. Epochs, seed, "
     "precision, evaluation and speed flags are not the recipe's kind and always apply.",
-    "--launcher slurm (each run a task of one job array of the cluster scripts) is not part of this version: "
-    "the cluster scripts are being written separately. Run the suite inside one allocation.",
+    "--launcher slurm submits the runs that are not finished as ONE job array from a login node (each task is "
+    "cluster/train.sbatch for one run: requeue, resume; --sbatch-args for its resources, e.g. \"--gpus-per-node=1 "
+    "--time=2:00:00\"; --parallel N becomes the array's %N) and returns; calling it again submits nothing twice. "
+    "--status shows each run's state (done, queued, running, requeued, stopped, failed with its error line).",
     "Then: python -m trainer.report RUNS --out RUNS/REPORT.md"))
 
 
@@ -44,15 +52,23 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m trainer.suite", description=__doc__.split("\n\n")[0], epilog=EPILOG,
-                     usage="%(prog)s SUITE --shards DIR --runs RUNS [--parallel N] [--allow-recipe-change] "
-                           "[--suites FILE] [TRAINER FLAGS...] | --list",
+                     usage="%(prog)s SUITE --shards DIR --runs RUNS [--parallel N] [--launcher local|slurm] "
+                           "[--sbatch-args OPTIONS] [--allow-recipe-change] [--suites FILE] [TRAINER FLAGS...] | "
+                           "SUITE --runs RUNS --status | --list",
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("suite", nargs="?", help="the suite to run (see --list)")
     parser.add_argument("--shards", metavar="DIR", help="shards directory (python -m shards.pack --out)")
     parser.add_argument("--runs", metavar="RUNS", help="directory of the run directories, one per experiment: RUNS/<run name>")
-    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+    parser.add_argument("--parallel", type=int, metavar="N",
                         help="experiments at once: one per GPU on a GPU node (at most the visible GPUs), "
-                             "else N CPU processes sharing the cores (default 1)")
+                             "else N CPU processes sharing the cores (default 1); with --launcher slurm the "
+                             "array's throttle %%N (default: as many as the cluster runs)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: this machine's processes (default); slurm: one job array of cluster/train.sbatch")
+    parser.add_argument("--sbatch-args", default="", metavar="OPTIONS",
+                        help="sbatch options for every task of the array, one string (--launcher slurm)")
+    parser.add_argument("--status", action="store_true",
+                        help="show each run's state from its directory and the scheduler, then exit")
     parser.add_argument("--allow-recipe-change", action="store_true",
                         help="let trailing flags change a recipe's fixed part (the report lists the differences)")
     parser.add_argument("--suites", default=str(SUITES_FILE), metavar="FILE", help=f"suites file (default {shown_path(SUITES_FILE)})")
@@ -86,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:  # a log: lines are not wrapped, so neither should the table be at 80 columns
         console = Console(width=160)
     try:
-        args, flags = build_parser().parse_known_args(argv)
+        args, flags = build_parser().parse_known_args(_sbatch_args_joined(sys.argv[1:] if argv is None else argv))
         suites = load_suites(args.suites)
         if args.list:
             print_suites(suites, console)
             return 0
+        if args.status:
+            return print_status(_status_check(args, flags, suites), Path(args.runs), console)
         suite, given = _check(args, flags, suites)
-        devices = gpu_devices(args.parallel, bool(given.get("cpu")))
+        devices = gpu_devices(args.parallel or 1, bool(given.get("cpu"))) if args.launcher == "local" else []
     except (SuiteError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -105,7 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted while checking the runs: nothing was started")
         return 130
-    threads = max(1, (os.cpu_count() or 1) // args.parallel) if devices[0] is None and args.parallel > 1 else None
+    if args.launcher == "slurm":
+        for job in jobs:
+            if job.state != "queued":
+                console.print(f"{job.run.name}: {job.state}" + (f": {job.note}" if job.note else ""), highlight=False,
+                              soft_wrap=True)
+        try:
+            code = submit(jobs, suite=suite.name, runs=runs, sbatch_args=args.sbatch_args, parallel=args.parallel,
+                          console=console)
+        except SuiteError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        # Refused, no weights, bad settings: said above, and not the scheduler's to fix.
+        return code or int(any(job.state in (REFUSED, NO_WEIGHTS, BAD_SETTINGS) for job in jobs))
+    parallel = args.parallel or 1
+    threads = max(1, (os.cpu_count() or 1) // parallel) if devices[0] is None and parallel > 1 else None
     board = Board(jobs, console, title=f"suite {suite.name}: {runs}")
     with board:
         for job in jobs:
@@ -132,8 +164,12 @@ def _check(args: argparse.Namespace, flags: list[str], suites: dict) -> tuple:
     for name in ("shards", "runs"):
         if not getattr(args, name):
             raise SuiteError(f"--{name} is required")
-    if args.parallel < 1:
+    if args.parallel is not None and args.parallel < 1:
         raise SuiteError(f"--parallel must be >= 1, got {args.parallel}")
+    if args.sbatch_args and args.launcher != "slurm":
+        raise SuiteError("--sbatch-args is for --launcher slurm")
+    if args.launcher == "slurm" and shutil.which("sbatch") is None:  # before the runs are planned (seconds)
+        raise SuiteError("--launcher slurm: no sbatch on this machine's PATH; run it on a SLURM login node")
     given = given_flags(flags)
     taken = [flag(name) for name in SUITE_SETS if name in given]
     if taken:
@@ -141,6 +177,27 @@ def _check(args: argparse.Namespace, flags: list[str], suites: dict) -> tuple:
                          "(recipe, RUNS/<name>, resume when unfinished); drop them")
     validate(TrainConfig(shards=args.shards, out=str(Path(args.runs) / ".suite-check")))  # the shards, once
     return suites[args.suite], given
+
+
+def _sbatch_args_joined(argv: list[str]) -> list[str]:
+    """`--sbatch-args "--time=1:00:00"` as `--sbatch-args=--time=1:00:00`: argparse would take a value
+    that looks like an option (and has no space) for an option of its own and refuse the call."""
+    argv = list(argv)
+    if "--sbatch-args" in argv[:-1]:
+        at = argv.index("--sbatch-args")
+        argv[at:at + 2] = [f"--sbatch-args={argv[at + 1]}"]
+    return argv
+
+
+def _status_check(args: argparse.Namespace, flags: list[str], suites: dict):
+    """The suite for --status, which reads RUNS and starts nothing: trainer flags have no place there."""
+    if flags:
+        raise SuiteError(f"--status takes no trainer flags ({' '.join(flags)})")
+    if not args.suite or args.suite not in suites:
+        raise SuiteError(f"--status: name a suite (one of: {', '.join(suites)})")
+    if not args.runs:
+        raise SuiteError("--runs is required")
+    return suites[args.suite]
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from trainer.report_tables import clock, four
-from trainer.suites import Run
+from trainer.report.tables import clock, four
+from trainer.suite.catalog import Run
 
 QUEUED, RUNNING, DONE, FINISHED_BEFORE = "queued", "running", "done", "finished before"
 REFUSED, NO_WEIGHTS, BAD_SETTINGS, FAILED, STOPPED, NOT_STARTED = (

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shards.classes import CLASSES
-from trainer.reference import BY_RUN
-from trainer.runs import FINISHED, MISSING, RunFiles
+from trainer.report.reference import BY_RUN
+from trainer.report.runs import FINISHED, MISSING, RunFiles
 from trainer.settings import ConfigError
-from trainer.suites import describe_changes, differences, shown_path
+from trainer.suite.catalog import describe_changes, differences, shown_path
 
 RESULT_HEADER = ("run", "report", "ours", "ours VOC07", "from", "best-val model", "epochs", "wall time", "procs",
                  "device", "state and notes")

@@ -1,0 +1,109 @@
+"""The report suite as ONE SLURM job array on a real 2-node SLURM on localhost (tests/slurm_cluster.py).
+
+`python -m trainer.suite report --launcher slurm` as a user types it on a login node: the eight
+report runs that need no download (alexnet_pretrained's weights are not on the box: said, not
+submitted), one epoch each, go out as one throttled array; a second call while the tasks run
+submits nothing; one task is warned by a real time limit, checkpoints and is requeued; --status
+shows the states; trainer.report then writes REPORT.md with every run. The task that is warned is
+paused in its first batch until the warning comes (tests/paused_run.py --only-run): no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import LocalSlurm
+from train_helpers import ROOT
+
+pytestmark = pytest.mark.slow
+ARRAY_LIMIT_S = 600  # 8 runs of ~20 s, 3 at once, and one requeue: a few minutes on a loaded 2-core box
+WARNED = "simple"  # the run whose task gets the time-limit warning
+NO_WEIGHTS = "alexnet_pretrained"
+SUBMITTED = ["simple", "alexnet", "ablation_1_basenet", "ablation_2_adam", "ablation_3_nofc", "ablation_4_bn",
+             "ablation_5_final", "final"]
+
+
+def suite(cluster: LocalSlurm, runs: Path, shards: Path, *extra: str, env: dict | None = None) -> tuple[int, str]:
+    """python -m trainer.suite report ... as a subprocess with the cluster's SLURM_CONF; (status, output)."""
+    done = subprocess.run([sys.executable, "-m", "trainer.suite", "report", "--runs", str(runs), *extra],
+                          cwd=runs.parent, env={**cluster.env, **(env or {})}, capture_output=True, text=True,
+                          timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def wait(condition, what: str, where: Path) -> None:
+    deadline = time.monotonic() + ARRAY_LIMIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
+                             for p in sorted(where.glob("*.out")))
+            raise AssertionError(f"no {what} within {ARRAY_LIMIT_S} s:\n{logs}")
+        time.sleep(0.2)
+
+
+def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm, shards_dir, tmp_path):
+    runs, marker = tmp_path / "runs", tmp_path / "paused"
+    submit_args = ["--shards", str(shards_dir), "--launcher", "slurm", "--parallel", "3",
+                   "--sbatch-args", "--cpus-per-task=1 --time=10 --signal=B:USR1@50", "--epochs", "1", "--workers", "0"]
+    # What every task inherits through sbatch: the test's Python, one thread each, and rank 0 of the
+    # WARNED run pausing at its first batch until a stop signal (once: not after its requeue).
+    task_env = {"VOC_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "VOC_TRAIN_ENTRY": f"tests/paused_run.py --once --only-run {WARNED} --pause-at 1:0 --marker {marker} --"}
+    runs.mkdir()
+
+    # 1. One array of the eight runs, at most 3 at once; the run without weights is said and left out.
+    code, out = suite(slurm, runs, shards_dir, *submit_args, env=task_env)
+    assert code == 1, out  # 1: a run could not be submitted (no weights), the rest were
+    assert f"{NO_WEIGHTS}: no weights" in out and "submitted job array" in out and "8 task(s), at most 3 at once" in out
+    record = [json.loads(line) for line in (runs / ".slurm" / "arrays.jsonl").read_text().splitlines()]
+    assert len(record) == 1 and record[0]["runs"] == SUBMITTED
+    array = record[0]["array_id"]
+    assert "--array=0-7%3" in record[0]["sbatch"]
+    log = Path(record[0]["log"].replace("%a", "0"))  # the WARNED run's task
+    wait(marker.exists, f"the {WARNED} run's pause in its first batch", runs / ".slurm")
+
+    # 2. Called again while the tasks are queued or running: nothing is submitted twice.
+    code, again = suite(slurm, runs, shards_dir, *submit_args, env=task_env)
+    assert f"{WARNED}: running as task {array}_0; not submitted again" in again, again
+    assert "nothing to submit" in again and "submitted job array" not in again
+    assert len((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()) == 1
+
+    # 3. A real time limit for the paused task: the warning, a checkpoint, a requeue of that task alone.
+    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=1")
+    wait(lambda: "USR1 (time limit near)" in log.read_text(errors="replace"), "time-limit warning", runs / ".slurm")
+    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=10")  # its second start is not warned again
+    code, status = suite(slurm, runs, shards_dir, "--status")
+    assert code == 1 and WARNED in status, status
+
+    # 4. The array ends with every run finished; the warned one resumed once in the same task.
+    wait(lambda: not [row for row in slurm.squeue() if row.startswith(array)], "end of the array", runs / ".slurm")
+    text = log.read_text()
+    assert text.count("requeueing job") == 1 and "stopped by SIGUSR1" in text and "resumed from" in text, text[-4000:]
+    for name in SUBMITTED:
+        assert (runs / name / "summary.json").is_file(), (Path(record[0]["log"].replace("%a", str(
+            SUBMITTED.index(name)))).read_text()[-3000:])
+    starts = yaml.safe_load((runs / WARNED / "config.yaml").read_text())["slurm"]
+    assert [s["restart_count"] for s in starts] == [0, 1] and starts[0]["job_id"] == starts[1]["job_id"]
+    assert not (runs / NO_WEIGHTS).exists()
+
+    # 5. --status from the directories alone; a third call submits nothing; the report has every run.
+    code, status = suite(slurm, runs, shards_dir, "--status")
+    assert code == 1 and "8 done, 1 not started" in status, status  # alexnet_pretrained never ran
+    code, third = suite(slurm, runs, shards_dir, *submit_args)
+    assert "nothing to submit" in third and third.count("finished before") == 8, third
+    report = runs / "REPORT.md"
+    done = subprocess.run([sys.executable, "-m", "trainer.report", str(runs), "--out", str(report)], cwd=ROOT,
+                          env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = report.read_text()
+    for name in SUBMITTED:
+        summary = json.loads((runs / name / "summary.json").read_text())
+        assert name in table and f"{summary['test_map']:.4f}" in table, name

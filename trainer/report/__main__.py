@@ -1,0 +1,5 @@
+import sys
+
+from trainer.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from trainer.suite.cli import main
+
+sys.exit(main())
