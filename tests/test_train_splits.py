@@ -41,3 +41,9 @@ def test_07_plus_12_trainval_trains_on_both_years_and_tests_the_final_model(tmp_
     rows = history(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(r["val_map"] == "" and r["val_loss"] == "" and r["train_map"] != "" for r in rows), rows
+    # evaluate_run on a split the run trained on says the scores are not held out
+    from cli_in_process import run_module
+    code, stdout, err = run_module("trainer.evaluate_run", ["--run", out, "--weights", "final", "--split", "val",
+                                                            "--cpu", "--out", tmp_path / "eval-val"], capsys)
+    assert code == 0, err
+    assert "note: the run trained on val (--train-splits train,val): these scores are not held out" in stdout
