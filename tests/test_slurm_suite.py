@@ -95,6 +95,17 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     assert not (runs / NO_WEIGHTS).exists()
 
     # 5. --status from the directories alone; a third call submits nothing; the report has every run.
+    #    The batch script on a finished run (submitted again by hand): the trainer changes nothing, the job
+    #    says the run is finished and ends 0.
+    before = (runs / WARNED / "summary.json").stat().st_mtime_ns
+    again_log = tmp_path / "again.log"
+    job = slurm.sbatch(["--cpus-per-task=1", f"--output={again_log}", "cluster/train.sbatch",
+                        *json.loads(Path(record[0]["tasks_file"]).read_text().splitlines()[0])], cwd=ROOT,
+                       env={"VOC_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})
+    info = slurm.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), ARRAY_LIMIT_S, again_log)
+    text = again_log.read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0") and "run finished" in text, text
+    assert "is finished" in text and (runs / WARNED / "summary.json").stat().st_mtime_ns == before
     code, status = suite(slurm, runs, shards_dir, "--status")
     assert code == 1 and "8 done, 1 not started" in status, status  # alexnet_pretrained never ran
     code, third = suite(slurm, runs, shards_dir, *submit_args)

@@ -48,6 +48,11 @@ class StopSignal:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
+            # Once stopping, a repeated SIGTERM/SIGUSR1 is the same stop: cluster/train.sbatch repeats
+            # its warning every 5 s until the step ends, and the default action would kill a trainer
+            # that has saved its checkpoint and is exiting (a failed step instead of a requeue).
+            if self.received is not None and sig != signal.SIGINT:
+                continue
             signal.signal(sig, handler)
 
     def agreed(self, accelerator: Accelerator) -> bool:
