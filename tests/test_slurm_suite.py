@@ -4,7 +4,8 @@
 report runs that need no download (alexnet_pretrained's weights are not on the box: said, not
 submitted), one epoch each, go out as one throttled array; a second call while the tasks run
 submits nothing; one task is warned by a real time limit, checkpoints and is requeued; --status
-shows the states; trainer.report then writes REPORT.md with every run. The task that is warned is
+shows the states; a finished run submitted again by hand changes nothing; a run whose task ended
+without finishing is submitted again; trainer.report then writes REPORT.md with every run. The task that is warned is
 paused in its first batch until the warning comes (tests/paused_run.py --only-run): no sleeps.
 """
 
@@ -110,6 +111,17 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     assert code == 1 and "8 done, 1 not started" in status, status  # alexnet_pretrained never ran
     code, third = suite(slurm, runs, shards_dir, *submit_args)
     assert "nothing to submit" in third and third.count("finished before") == 8, third
+    # A run whose task ended without finishing (here: its summary.json deleted) is submitted again, saying so;
+    # it resumes from its last checkpoint (the last epoch's) and runs only the final test.
+    (runs / WARNED / "summary.json").unlink()
+    code, fourth = suite(slurm, runs, shards_dir, *submit_args)
+    assert f"{WARNED}: task {array}_0 ended without finishing" in fourth and "submitted again" in fourth, fourth
+    assert "1 task(s), at most 3 at once" in fourth
+    second = json.loads((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()[1])
+    assert second["runs"] == [WARNED]
+    wait(lambda: not [row for row in slurm.squeue() if row.startswith(second["array_id"])], "end of the second array",
+         runs / ".slurm")
+    assert json.loads((runs / WARNED / "summary.json").read_text())["epochs"] == 1
     report = runs / "REPORT.md"
     done = subprocess.run([sys.executable, "-m", "trainer.report", str(runs), "--out", str(report)], cwd=ROOT,
                           env={**os.environ}, capture_output=True, text=True, timeout=300)
