@@ -50,10 +50,17 @@ def wait(condition, what: str, where: Path) -> None:
         time.sleep(0.2)
 
 
+def _seconds(runtime: str) -> int:
+    """SLURM's RunTime ([D-]HH:MM:SS) in seconds."""
+    days, _, clock = runtime.rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
 def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm, shards_dir, tmp_path):
     runs, marker = tmp_path / "runs", tmp_path / "paused"
     submit_args = ["--shards", str(shards_dir), "--launcher", "slurm", "--parallel", "3",
-                   "--sbatch-args", "--cpus-per-task=1 --time=10 --signal=B:USR1@50", "--epochs", "1", "--workers", "0"]
+                   "--sbatch-args", "--cpus-per-task=1 --time=30 --signal=B:USR1@300", "--epochs", "1", "--workers", "0"]
     # What every task inherits through sbatch: the test's Python, one thread each, and rank 0 of the
     # WARNED run pausing at its first batch until a stop signal (once: not after its requeue).
     task_env = {"VOC_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
@@ -77,10 +84,13 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     assert "nothing to submit" in again and "submitted job array" not in again
     assert len((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()) == 1
 
-    # 3. A real time limit for the paused task: the warning, a checkpoint, a requeue of that task alone.
-    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=1")
+    # 3. A real time limit for the paused task: the warning, a checkpoint, a requeue of that task alone. The
+    #    limit is set 5-6 minutes after its start so far, so the warning (300 s before it, on slurmctld's 30 s
+    #    clock) comes within about 90 s and leaves minutes for the checkpoint on a loaded box.
+    limit = _seconds(slurm.job(f"{array}_0")["RunTime"]) // 60 + 6
+    slurm.scontrol("update", f"JobId={array}_0", f"TimeLimit={limit}")
     wait(lambda: "USR1 (time limit near)" in log.read_text(errors="replace"), "time-limit warning", runs / ".slurm")
-    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=10")  # its second start is not warned again
+    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=30")  # its second start is not warned again
     code, status = suite(slurm, runs, shards_dir, "--status")
     assert code == 1 and WARNED in status, status
 
