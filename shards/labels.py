@@ -20,7 +20,7 @@ import numpy as np
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import NUM_CLASSES
 from shards.manifest import MANIFEST_NAME, is_labeled, load_manifest, split_entry
-from shards.sources import SPLITS, SourceError, open_source
+from shards.sources import SPLITS, SourceError, open_sources
 
 _SHOWN = 5  # ids named in a message; the count says how many more there are
 
@@ -34,10 +34,11 @@ def first_ids(ids: Sequence[str]) -> str:
     return ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
 
 
-def voc_split_labels(path: str | Path, split: str = "test") -> tuple[list[str], np.ndarray]:
-    """(sorted ids, int8 states [N, 20]) of `split` from a VOC folder or tar, read from its XML."""
+def voc_split_labels(path: str | Path, split: str = "test", year: str | None = None) -> tuple[list[str], np.ndarray]:
+    """(sorted ids, int8 states [N, 20]) of `split` from a VOC folder or tar, read from its XML; `year`
+    chooses the tree of a VOCdevkit that holds several (VOC2007 and VOC2012)."""
     path = Path(path)
-    source = open_source(path)  # SourceError names --voc PATH and what it should be
+    source = open_sources(path, [year] if year else None)[0]  # SourceError names --voc PATH and what it should be
     try:
         ids = source.split_ids(split)
         if ids is None:

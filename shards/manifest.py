@@ -1,7 +1,7 @@
 """manifest.json: what a shard folder holds, read by the loaders and the trainer.
 
 {"classes": [20 names],
- "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count"}},
+ "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count", "years", "sources"}},
  "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}],
  "sha256": {shard file name: hex digest}}
 
@@ -14,6 +14,10 @@
 - "skipped_count": how many ids of the split's ImageSets list `--skip-bad` left out of the
   shards (so a submission made from them has that many fewer rows); their ids and reasons are in
   "skipped". Older manifests lack the key: read both with skipped_ids().
+- "years": the VOC years the split's images come from (["2007"], or ["2007", "2012"] for 07+12),
+  and "sources": one {"source": the --voc path, "tree": e.g. "VOC2012", "year": "2012" (null when
+  the folder name says none), "listed": ids its ImageSets list} per VOC tree that filled the
+  split. Older manifests lack both (VOC2007 only was packed then).
 - "sha256": each shard file's checksum at pack time (shards.verify checks them; the trainer
   does before training). Older manifests lack it: shards.verify.has_checksums().
 """
@@ -34,9 +38,10 @@ class ManifestError(FileNotFoundError):
 
 
 def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]] | None,
-                 skipped_count: int = 0) -> dict:
+                 skipped_count: int = 0, sources: Sequence[dict] = ()) -> dict:
     """The manifest entry of one split; `states` are the devkit labels of `ids`, in order, or None
-    for a split packed without annotations (labels hidden)."""
+    for a split packed without annotations (labels hidden); `sources`: where its ids came from,
+    one {"source", "tree", "year", "listed"} per VOC tree."""
     return {
         "count": len(ids),
         "shards": list(shards),
@@ -46,6 +51,8 @@ def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Seq
         "positives": None if states is None else
         {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(CLASSES)},
         "skipped_count": skipped_count,
+        "years": sorted({source["year"] for source in sources if source.get("year")}),
+        "sources": list(sources),
     }
 
 
@@ -93,8 +100,32 @@ def load_manifest(shards_dir: str | Path) -> dict:
 
 
 def split_entry(manifest: dict, split: str, shards_dir: str | Path) -> dict:
-    """manifest['splits'][split], or an error listing the splits that exist."""
-    if split not in manifest["splits"]:
-        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: no split '{split}' "
+    """manifest['splits'][split], or an error listing the splits that exist.
+
+    "train+val" names the union of splits (what the trainer's --train-splits train,val trains on):
+    one entry whose count, shards, ids, skipped_count and positives are the parts' together, labeled
+    when every part is. Parts that share an id are refused: the union would hold that image twice.
+    """
+    parts = split.split("+")
+    missing = [part for part in parts if part not in manifest["splits"]]
+    if missing:
+        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: no split '{missing[0]}' "
                             f"(packed: {', '.join(manifest['splits']) or 'none'})")
-    return manifest["splits"][split]
+    if len(parts) == 1:
+        return manifest["splits"][split]
+    entries = [manifest["splits"][part] for part in parts]
+    ids = sorted(image_id for entry in entries for image_id in entry["ids"])
+    shared = sorted({a for a, b in zip(ids, ids[1:]) if a == b})
+    if shared:
+        raise ManifestError(f"{Path(shards_dir) / MANIFEST_NAME}: splits {', '.join(parts)} share {len(shared)} id(s) "
+                            f"({', '.join(shared[:5])}): their union would hold those images twice; repack")
+    labeled = all(is_labeled(entry) for entry in entries)
+    return {
+        "count": sum(entry["count"] for entry in entries),
+        "shards": [name for entry in entries for name in entry["shards"]],
+        "ids": ids,
+        "labeled": labeled,
+        "positives": {name: sum(entry["positives"][name] for entry in entries) for name in CLASSES} if labeled else None,
+        "skipped_count": sum(entry.get("skipped_count", 0) for entry in entries),
+        "years": sorted({year for entry in entries for year in entry.get("years", [])}),
+    }

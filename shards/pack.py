@@ -1,5 +1,11 @@
 """Pack VOC into webdataset shards: `python -m shards.pack --voc PATH [--voc PATH2] --out SHARDS_DIR`.
 
+Any VOC year: PATH is a VOCdevkit folder, one of its VOC<year> folders or an official tar
+(shards.sources). A VOCdevkit holding several years is refused naming them unless `--year`
+chooses. Several sources fill the same splits when no id is listed twice ("07+12":
+`--voc VOC2007 --voc VOC2012` packs train and val from both years, test from VOC2007, the
+one that has it); the manifest records the years and trees of every split.
+
 One sample per image, `__key__` = the VOC id, with `jpg` (RGB JPEG, by default short side
 256) and `json` ({"id", "labels": 20 devkit states 1/0/-1, "objects", "width", "height"}).
 Shards are `SHARDS_DIR/{split}-{NNNNN}.tar`, plus `manifest.json`.
@@ -37,10 +43,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
 from shards.classes import CLASSES
-from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, prepare_image
+from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, choose_frame, orientation, prepare_image
 from shards.lock import FolderBusy, FolderLock
 from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
-from shards.sources import SourceError, VocSource, collect_splits, open_source
+from shards.sources import SourceError, VocSource, collect_splits, open_sources
 from shards.verify import file_sha256, shard_names
 
 # 32 per shard gives VOC07 train (2501 images) 79 shards: ranks x workers must never exceed
@@ -71,14 +77,18 @@ def _sample(source: VocSource, image_id: str, options: PackOptions,
     data = source.image(image_id)
     if data is None:
         raise ValueError(f"no image JPEGImages/{image_id}.jpg")
-    objects = None
+    annotation = None
     if xml is not None:
         try:
-            objects = parse_annotation(xml).objects
+            annotation = parse_annotation(xml)
         except AnnotationError as err:
             raise ValueError(f"Annotations/{image_id}.xml: {err}") from None
+    objects = None if annotation is None else annotation.objects
     try:
-        stored = prepare_image(data, options.max_size, options.quality)
+        tag, size = orientation(data)
+        # EXIF orientation: upright or as stored, whichever frame the XML's boxes are in (shards/images.py).
+        upright = choose_frame(tag, size, None if annotation is None else (annotation.width, annotation.height))
+        stored = prepare_image(data, options.max_size, options.quality, upright=upright)
     except ImageError as err:
         raise ValueError(f"JPEGImages/{image_id}.jpg: {err}") from None
     states = None if objects is None else devkit_states(objects)
@@ -103,19 +113,33 @@ def split_is_labeled(source: VocSource, ids: Sequence[str]) -> bool:
     return not ids or any(source.has_annotation(image_id) for image_id in ids)
 
 
-def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path, options: PackOptions,
+def _labeled(split: str, parts: Sequence[tuple[VocSource, Sequence[str]]]) -> bool:
+    """Whether the split's sources are labeled; SourceError when some are and some hide their labels."""
+    labeled = {str(source): split_is_labeled(source, ids) for source, ids in parts}
+    if len(set(labeled.values())) > 1:
+        with_labels = ", ".join(name for name, known in labeled.items() if known)
+        hidden = ", ".join(name for name, known in labeled.items() if not known)
+        raise SourceError(f"split '{split}': {with_labels} has annotations and {hidden} has none (labels hidden); "
+                          "one split cannot be both: pack them into separate shard folders")
+    return all(labeled.values())
+
+
+def pack_split(split: str, parts: Sequence[tuple[VocSource, Sequence[str]]], out_dir: Path, options: PackOptions,
                progress: Progress) -> tuple[dict, list[dict]]:
-    """Write `split`'s shards into out_dir; returns its manifest record and its bad samples."""
+    """Write `split`'s shards (the ids of every source in `parts`, no id in two) into out_dir;
+    returns its manifest record and its bad samples."""
     good_ids, states, bad = [], [], []
-    labeled = split_is_labeled(source, ids)
+    labeled = _labeled(split, parts)
+    source_of = {image_id: source for source, ids in parts for image_id in ids}
     hidden = "" if labeled else " (labels hidden)"
-    task = progress.add_task(f"{split:5s} <- {source.path.name}{hidden}", total=len(ids))
+    names = " + ".join(source.name for source, _ in parts)
+    task = progress.add_task(f"{split:5s} <- {names}{hidden}", total=len(source_of))
     # mtime and owner fixed so the same input gives byte-identical shards.
     with wds.ShardWriter(str(out_dir / f"{split}-%05d.tar"), maxcount=options.samples_per_shard,
                          verbose=0, mtime=0, user="voc", group="voc") as writer:
-        for image_id in sorted(set(ids)):
+        for image_id in sorted(source_of):
             try:
-                sample, image_states = _sample(source, image_id, options, labeled)
+                sample, image_states = _sample(source_of[image_id], image_id, options, labeled)
             except ValueError as err:
                 bad.append({"id": image_id, "split": split, "reason": str(err)})
             else:
@@ -124,16 +148,20 @@ def pack_split(source: VocSource, split: str, ids: Sequence[str], out_dir: Path,
                 states.append(image_states)
             progress.advance(task)
     shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
-    return split_record(shards, good_ids, states if labeled else None, skipped_count=len(bad)), bad
+    origins = [{"source": str(source.path.resolve()), "tree": source.name, "year": source.year,
+                "listed": len(set(ids))} for source, ids in parts]
+    return split_record(shards, good_ids, states if labeled else None, skipped_count=len(bad), sources=origins), bad
 
 
-def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console) -> dict:
-    """Pack every split found in `voc_paths` into `out`; returns the manifest."""
+def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console,
+         years: Sequence[str] | None = None) -> dict:
+    """Pack every split found in `voc_paths` (the VOC<year> trees `years` chooses) into `out`;
+    returns the manifest."""
     _check_out(out)
-    sources = []
+    sources: list[VocSource] = []
     try:
         for path in voc_paths:
-            sources.append(open_source(path))
+            sources += open_sources(path, years)
         splits = collect_splits(sources)
         out.parent.mkdir(parents=True, exist_ok=True)
         with pack_lock(out):
@@ -186,8 +214,8 @@ def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Conso
     records, bad = {}, []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        for split, (source, ids) in splits.items():
-            records[split], split_bad = pack_split(source, split, ids, staging, options, progress)
+        for split, parts in splits.items():
+            records[split], split_bad = pack_split(split, parts, staging, options, progress)
             bad += split_bad
     if bad and not options.skip_bad:
         listing = "\n".join(f"  {b['split']} {b['id']}: {b['reason']}" for b in bad)
@@ -212,7 +240,11 @@ def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Conso
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shards.pack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--voc", type=Path, action="append", required=True, metavar="PATH",
-                        help="VOCdevkit folder, its VOC2007 folder, or an official VOC2007 tar; repeatable")
+                        help="VOCdevkit folder, one of its VOC<year> folders (VOC2007, VOC2012, ...), or an official "
+                             "VOC tar; repeatable: sources fill the same splits when their ids do not collide")
+    parser.add_argument("--year", action="append", metavar="YEAR",
+                        help="pack only the VOC<YEAR> trees of every --voc (needed when a VOCdevkit holds several "
+                             "years; e.g. 2007); repeatable")
     parser.add_argument("--out", type=Path, required=True, metavar="SHARDS_DIR", help="shard folder to create (must not exist, or be empty)")
     parser.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD, metavar="N",
                         help=f"images per shard (default {DEFAULT_SAMPLES_PER_SHARD})")
@@ -227,13 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples_per_shard < 1:
         parser.error(f"--samples-per-shard must be >= 1, got {args.samples_per_shard}")
+    bad_years = [year for year in args.year or () if not (len(year) == 4 and year.isdigit())]
+    if bad_years:
+        parser.error(f"--year {bad_years[0]}: give a four-digit VOC year such as 2007 or 2012")
     if args.max_size < 1:
         parser.error(f"--max-size must be >= 1, got {args.max_size}")
     options = PackOptions(args.samples_per_shard, None if args.keep_original else args.max_size,
                           args.quality, args.skip_bad)
     console = Console(stderr=True)
     try:
-        manifest = pack(args.voc, args.out, options, console)
+        manifest = pack(args.voc, args.out, options, console, years=args.year)
     except (SourceError, PackError, FolderBusy) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # paths stay unbroken
         return 1 if isinstance(err, PackError) else 2
@@ -253,7 +288,9 @@ def summary_lines(manifest: dict) -> list[str]:
     for split, record in manifest["splits"].items():
         n = len(record["shards"])
         line = f"{split}: {record['count']} images in {n} shard{'s' if n != 1 else ''}"
-        lines.append(line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled")
+        line = line if is_labeled(record) else f"{line}, labels hidden (no annotations): packed unlabeled"
+        trees = [source["tree"] for source in record.get("sources", [])]
+        lines.append(f"{line} (from {' + '.join(trees)})" if trees else line)
         dropped = skipped_ids(manifest, split)
         if dropped:
             more = len(dropped) - SHOWN_SKIPPED

@@ -1,9 +1,13 @@
-"""Where VOC comes from: a VOCdevkit folder, its VOC2007 folder, or the official tars.
+"""Where VOC comes from: a VOCdevkit folder, one of its VOC<year> folders, or the official tars.
 
-The official archives (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar) are read in
-place with `tarfile`: members are read by offset, nothing is extracted to disk. Every
-source exposes the same three things: the ids a split lists, an annotation, an image (and
-whether an annotation exists, which is how the packer recognises a split with hidden labels).
+Any year: a VOC<year> tree is found by its ImageSets/Main (VOC2007, VOC2012, ...). A VOCdevkit
+(folder or tar) holding several years is refused, naming them, unless `years` chooses (the
+packer's --year); the folder and the tar of the same tree are read alike. The official archives
+(VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar, VOCtrainval_11-May-2012.tar, ...) are read
+in place with `tarfile`: members are read by offset, nothing is extracted to disk. Every source
+exposes the same three things: the ids a split lists, an annotation, an image (and whether an
+annotation exists, which is how the packer recognises a split with hidden labels), plus its
+`name` (VOC2012) and `year` ("2012"; None for a tree whose folder does not say).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import tarfile
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 # What a truncated or damaged archive raises while tarfile reads it (headers or compressed data).
@@ -21,22 +26,31 @@ SPLITS = ("train", "val", "test")  # trainval is the union of train and val: not
 _IMAGESET = re.compile(r"^(.*?)ImageSets/Main/(train|val|trainval|test)\.txt$")
 
 
+_YEAR = re.compile(r"^VOC(\d{4})$")
+
+
 class SourceError(ValueError):
     """A --voc path that is not a VOC source, or sources that contradict each other."""
 
 
 class VocSource(ABC):
-    """One VOC2007 tree; paths inside it are relative to the VOC2007 folder."""
+    """One VOC<year> tree; paths inside it are relative to its year folder."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = path  # what --voc named
+        self.name = name  # the year folder's name, e.g. VOC2012
+        match = _YEAR.match(name)
+        self.year = match.group(1) if match else None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path.name == self.name else f"{self.path} ({self.name})"
 
     @abstractmethod
     def read(self, relative: str) -> bytes | None:
-        """The bytes of VOC2007/<relative>, or None if the source has no such file."""
+        """The bytes of VOC<year>/<relative>, or None if the source has no such file."""
 
     def exists(self, relative: str) -> bool:
-        """Whether VOC2007/<relative> is in the source (subclasses answer without reading it)."""
+        """Whether VOC<year>/<relative> is in the source (subclasses answer without reading it)."""
         return self.read(relative) is not None
 
     def close(self) -> None:
@@ -62,7 +76,7 @@ class VocSource(ABC):
 
 class FolderSource(VocSource):
     def __init__(self, path: Path, voc_root: Path) -> None:
-        super().__init__(path)
+        super().__init__(path, voc_root.name)
         self.voc_root = voc_root
 
     def read(self, relative: str) -> bytes | None:
@@ -73,33 +87,38 @@ class FolderSource(VocSource):
         return (self.voc_root / relative).is_file()
 
 
-class TarSource(VocSource):
+class _Archive:
+    """One open tar and its member headers, shared by the year trees inside it."""
+
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        self.path = path
         try:
             self.tar = tarfile.open(path, mode="r:*")
         except _DAMAGED as err:
             raise _damaged(path, err) from None
         try:
-            members = self.tar.getmembers()  # one pass over the headers; data stays in the archive
+            self.members = self.tar.getmembers()  # one pass over the headers; data stays in the archive
         except _DAMAGED as err:
             self.tar.close()
             raise _damaged(path, err) from None
-        prefixes = {m.group(1) for m in map(_IMAGESET.match, (i.name for i in members)) if m}
-        if len(prefixes) != 1:
-            self.tar.close()
-            found = "none" if not prefixes else ", ".join(sorted(prefixes))
-            raise SourceError(f"--voc {path}: expected one VOC2007 tree with ImageSets/Main/<split>.txt "
-                              f"inside the archive (like VOCdevkit/VOC2007/ in the official tars), found {found}")
-        prefix = prefixes.pop()
-        self.members = {i.name[len(prefix):]: i for i in members if i.isfile() and i.name.startswith(prefix)}
+
+    def prefixes(self) -> list[str]:
+        """The folders (inside the archive, with their trailing /) that hold ImageSets/Main/<split>.txt."""
+        return sorted({m.group(1) for m in map(_IMAGESET.match, (i.name for i in self.members)) if m})
+
+
+class TarSource(VocSource):
+    def __init__(self, archive: _Archive, prefix: str) -> None:
+        super().__init__(archive.path, prefix.rstrip("/").rsplit("/", 1)[-1] or archive.path.name)
+        self.archive = archive
+        self.members = {i.name[len(prefix):]: i for i in archive.members if i.isfile() and i.name.startswith(prefix)}
 
     def read(self, relative: str) -> bytes | None:
         info = self.members.get(relative)
         if info is None:
             return None
         try:
-            stream = self.tar.extractfile(info)
+            stream = self.archive.tar.extractfile(info)
             return stream.read() if stream is not None else None
         except _DAMAGED as err:
             raise _damaged(self.path, err) from None
@@ -108,7 +127,7 @@ class TarSource(VocSource):
         return relative in self.members
 
     def close(self) -> None:
-        self.tar.close()
+        self.archive.tar.close()  # idempotent: every year tree of the archive closes it
 
 
 def _damaged(path: Path, err: Exception) -> SourceError:
@@ -116,35 +135,92 @@ def _damaged(path: Path, err: Exception) -> SourceError:
                        "download or copy it again")
 
 
-def open_source(path: Path) -> VocSource:
-    """A VocSource for a VOCdevkit folder, a VOC2007 folder or a (possibly compressed) tar."""
+def _year_folders(path: Path) -> list[Path]:
+    """The VOC trees under a folder: itself (a year folder), its VOC<year> children (a VOCdevkit),
+    or those of its VOCdevkit child (the folder a tar was extracted into)."""
+    if (path / "ImageSets" / "Main").is_dir():
+        return [path]
+    for devkit in (path, path / "VOCdevkit"):
+        found = sorted(child for child in devkit.glob("VOC*") if (child / "ImageSets" / "Main").is_dir())
+        if found:
+            return found
+    return []
+
+
+def _choose(path: Path, trees: list[VocSource], years: Sequence[str] | None) -> list[VocSource]:
+    """The trees of one --voc PATH that --year chooses (all of one tree without --year); SourceError else."""
+    names = ", ".join(tree.name for tree in trees)
+    if years is None:
+        if len(trees) == 1:
+            return trees
+        choices = " or ".join(f"--year {tree.year or tree.name}" for tree in trees)
+        raise SourceError(f"--voc {path} holds several VOC trees ({names}): choose one with {choices}, several "
+                          f"with one --year each (their ids must not collide), or give --voc {path}/VOC<year>")
+    chosen = [tree for tree in trees if tree.year in years]
+    if not chosen:
+        raise SourceError(f"--voc {path} holds {names}, none of --year {', '.join(years)}; pick a year it holds")
+    return chosen
+
+
+def open_sources(path: Path, years: Sequence[str] | None = None) -> list[VocSource]:
+    """The VOC trees of one --voc PATH (a VOCdevkit or VOC<year> folder, or a possibly compressed tar)
+    that `years` chooses; without `years` a PATH must hold exactly one tree."""
     if not path.exists():
         raise SourceError(f"--voc {path}: no such file or folder")
     if path.is_file():
         if not tarfile.is_tarfile(path):
-            raise SourceError(f"--voc {path}: a file but not a tar archive; give a VOCdevkit folder, its "
-                              "VOC2007 folder, or VOCtrainval_06-Nov-2007.tar / VOCtest_06-Nov-2007.tar")
-        return TarSource(path)
-    for voc_root in (path / "VOC2007", path, path / "VOCdevkit" / "VOC2007"):
-        if (voc_root / "ImageSets" / "Main").is_dir():
-            return FolderSource(path, voc_root)
-    raise SourceError(f"--voc {path}: not a VOC folder: expected {path}/VOC2007/ImageSets/Main "
-                      f"(a VOCdevkit folder) or {path}/ImageSets/Main (a VOC2007 folder)")
+            raise SourceError(f"--voc {path}: a file but not a tar archive; give a VOCdevkit folder, one of its "
+                              "VOC<year> folders, or an official tar such as VOCtrainval_06-Nov-2007.tar")
+        archive = _Archive(path)
+        prefixes = archive.prefixes()
+        if not prefixes:
+            archive.tar.close()
+            raise SourceError(f"--voc {path}: expected a VOC tree with ImageSets/Main/<split>.txt inside the "
+                              "archive (like VOCdevkit/VOC2007/ in the official tars), found none")
+        trees: list[VocSource] = [TarSource(archive, prefix) for prefix in prefixes]
+    else:
+        trees = [FolderSource(path, root) for root in _year_folders(path)]
+        if not trees:
+            raise SourceError(f"--voc {path}: not a VOC folder: expected {path}/VOC<year>/ImageSets/Main (a "
+                              f"VOCdevkit folder, e.g. VOC2007 or VOC2012) or {path}/ImageSets/Main (a year folder)")
+    try:
+        return _choose(path, trees, years)
+    except SourceError:
+        trees[0].close()
+        raise
 
 
-def collect_splits(sources: list[VocSource]) -> dict[str, tuple[VocSource, list[str]]]:
-    """For every split found: the source that lists it and its ids (in file order)."""
-    found: dict[str, tuple[VocSource, list[str]]] = {}
+def open_source(path: Path) -> VocSource:
+    """The one VOC tree of `path` (open_sources without a year choice)."""
+    return open_sources(path)[0]
+
+
+def collect_splits(sources: list[VocSource]) -> dict[str, list[tuple[VocSource, list[str]]]]:
+    """For every split found: each source that lists it, with its ids (in file order).
+
+    Several sources may fill one split ("07+12": VOC2007's train and VOC2012's train make one
+    train split) as long as no id is listed by two of them, in any splits: the same id twice
+    would be one sample key twice, or the same image in train and test. SourceError names them.
+    """
+    found: dict[str, list[tuple[VocSource, list[str]]]] = {}
+    owner: dict[str, tuple[VocSource, str]] = {}  # id -> the source and split that first listed it
+    clashes: list[str] = []
     for source in sources:
         for split in SPLITS:
             ids = source.split_ids(split)
             if ids is None:
                 continue
-            if split in found:
-                raise SourceError(f"split '{split}' is listed by both {found[split][0].path} and {source.path}; "
-                                  "give each split once")
-            found[split] = (source, ids)
+            for image_id in dict.fromkeys(ids):
+                first = owner.setdefault(image_id, (source, split))
+                if first[0] is not source:
+                    clashes.append(f"{image_id} ({first[1]} of {first[0]}, {split} of {source})")
+            found.setdefault(split, []).append((source, ids))
+    if clashes:
+        shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise SourceError(f"{len(clashes)} image id(s) are listed by two --voc sources: {shown}; each image must "
+                          "come from one source (the same tree given twice, or two releases that share images "
+                          "such as VOC2011 and VOC2012?): drop one")
     if not found:
-        names = ", ".join(str(s.path) for s in sources)
+        names = ", ".join(str(s) for s in sources)
         raise SourceError(f"no ImageSets/Main/{{train,val,test}}.txt in {names}")
-    return found
+    return {split: found[split] for split in SPLITS if split in found}

@@ -1,4 +1,4 @@
-"""A VOC2007-format data set of our own: `python -m shards.synth --out DIR`.
+"""A VOC-format data set of our own: `python -m shards.synth --out DIR [--year 2012]`.
 
 Nothing on these machines can download VOC, so the demo, the tests and the loader
 benchmark run on this: a real VOCdevkit tree (JPEGImages, Annotations in the VOC XML
@@ -10,6 +10,11 @@ classes share a hue or a shape with one other class, so neither cue alone is eno
 Images are VOC-sized JPEGs over backgrounds cut from real VOC photos, so decode cost and
 file sizes resemble VOC. Every image is drawn from its own RNG seeded by (seed, index):
 the same seed gives the same bytes.
+
+`--year Y` writes OUT/VOC<Y> instead of OUT/VOC2007, with that release's id style
+(VOC2007: `000001`; later years: `2008_000001`, as VOC2008-2012 name theirs) and its name in
+the XML: a VOCdevkit holding VOC2007 and VOC2012 side by side is two runs into one OUT.
+The images depend on --seed and the index only: give each year its own seed.
 
 `--hide-test-labels` makes the test split the way a challenge or a course hands it out
 (VOC2012 test, a Kaggle test set): its JPEGs and ImageSets/Main/test.txt, but no Annotations
@@ -47,6 +52,7 @@ _CLASS_FREQUENCY = {
     "pottedplant": 0.049, "sheep": 0.019, "sofa": 0.073, "train": 0.052, "tvmonitor": 0.052,
 }
 FULL_SIZES = {"train": 2501, "val": 2510, "test": 4952}  # VOC07's real split sizes
+YEARS = tuple(range(2007, 2013))  # the releases with a classification task in VOC's format
 DEFAULT_SIZES = {"train": 500, "val": 200, "test": 301}  # a CPU demo; odd test count on purpose
 # Real VOC photos shipped with the package, so every clone makes the same bytes.
 DEFAULT_BACKGROUNDS = Path(__file__).resolve().parent / "backgrounds"
@@ -100,14 +106,14 @@ def make_image(seed: int, index: int, image_id: str, split: str, backgrounds: Ba
     return SynthImage(image_id, split, width, height, objects, buffer.getvalue())
 
 
-def annotation_xml(image: SynthImage) -> bytes:
-    """The VOC2007 XML for one image (same element order and layout as the official files)."""
+def annotation_xml(image: SynthImage, year: int = 2007) -> bytes:
+    """The VOC<year> XML for one image (same element order and layout as the official files)."""
     root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "VOC2007"
+    ET.SubElement(root, "folder").text = f"VOC{year}"
     ET.SubElement(root, "filename").text = f"{image.id}.jpg"
     source = ET.SubElement(root, "source")
-    ET.SubElement(source, "database").text = "The VOC2007 Database"
-    ET.SubElement(source, "annotation").text = "PASCAL VOC2007"
+    ET.SubElement(source, "database").text = f"The VOC{year} Database"
+    ET.SubElement(source, "annotation").text = f"PASCAL VOC{year}"
     ET.SubElement(source, "image").text = "synthetic (shards.synth)"
     size = ET.SubElement(root, "size")
     for tag, value in (("width", image.width), ("height", image.height), ("depth", 3)):
@@ -126,11 +132,16 @@ def annotation_xml(image: SynthImage) -> bytes:
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def _assign_ids(sizes: dict[str, int], seed: int) -> list[tuple[str, str]]:
-    """(id, split) for every image: VOC-style 6-digit ids, splits interleaved like VOC's."""
+def voc_id(index: int, year: int = 2007) -> str:
+    """The id of image `index` in VOC<year>'s style: 000001 (2007), 2008_000001 (2008 on)."""
+    return f"{index + 1:06d}" if year == 2007 else f"2008_{index + 1:06d}"
+
+
+def _assign_ids(sizes: dict[str, int], seed: int, year: int = 2007) -> list[tuple[str, str]]:
+    """(id, split) for every image: VOC-style ids, splits interleaved like VOC's."""
     splits = np.repeat(list(sizes), list(sizes.values()))
     np.random.default_rng([seed, 2007]).shuffle(splits)
-    return [(f"{i + 1:06d}", str(split)) for i, split in enumerate(splits)]
+    return [(voc_id(i, year), str(split)) for i, split in enumerate(splits)]
 
 
 def write_image_sets(voc: Path, images: Sequence[SynthImage], hidden: Collection[str] = ()) -> None:
@@ -169,8 +180,8 @@ def _draw_in_worker(seed: int, job: tuple[int, str, str]) -> SynthImage:
 
 
 def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path | None,
-             hidden: Collection[str] = (), jobs: int = 1) -> Path:
-    """Write OUT/VOC2007 (OUT plays the role of a VOCdevkit folder); returns the VOC2007 path.
+             hidden: Collection[str] = (), jobs: int = 1, year: int = 2007) -> Path:
+    """Write OUT/VOC<year> (OUT plays the role of a VOCdevkit folder); returns that path.
 
     Splits in `hidden` get images and their <split>.txt only: labels hidden, as in a test set
     handed out without annotations. `jobs` > 1 draws in that many processes: each image is a
@@ -179,10 +190,12 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
     unknown = sorted(set(hidden) - set(sizes))
     if unknown:
         raise ValueError(f"hidden splits {unknown} are not among the splits made: {sorted(sizes)}")
-    voc = out / "VOC2007"
+    if year not in YEARS:
+        raise ValueError(f"year {year}: VOC's classification releases are {YEARS[0]}-{YEARS[-1]}")
+    voc = out / f"VOC{year}"
     for sub in ("JPEGImages", "Annotations"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
-    assigned = [(index, image_id, split) for index, (image_id, split) in enumerate(_assign_ids(sizes, seed))]
+    assigned = [(index, image_id, split) for index, (image_id, split) in enumerate(_assign_ids(sizes, seed, year))]
     images: list[SynthImage] = []
     with Progress(console=Console(stderr=True), transient=True) as progress, ExitStack() as stack:
         task = progress.add_task("drawing images", total=len(assigned))
@@ -196,7 +209,7 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
             image_id, split = image.id, image.split
             (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(image.jpeg)
             if split not in hidden:
-                (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image))
+                (voc / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(image, year))
             # Keep only what ImageSets needs; the JPEG bytes are on disk already.
             images.append(SynthImage(image.id, split, image.width, image.height, image.objects, b""))
             progress.advance(task)
@@ -206,7 +219,9 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shards.synth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="VOCdevkit folder to write (DIR/VOC2007/...)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="VOCdevkit folder to write (DIR/VOC<year>/...)")
+    parser.add_argument("--year", type=int, default=2007, choices=YEARS, metavar="YEAR",
+                        help="the VOC release to imitate: folder VOC<YEAR>, its id style (default 2007)")
     for split, n in DEFAULT_SIZES.items():
         parser.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"{split} images (default {n})")
     parser.add_argument("--full", action="store_true", help="VOC07's real sizes: 2501/2510/4952")
@@ -234,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--hide-test-labels needs test images; drop it or give --test N with N > 0")
     hidden = ("test",) if args.hide_test_labels else ()
     voc = generate(args.out, made, args.seed, args.backgrounds if args.backgrounds.is_dir() else None, hidden,
-                   jobs=args.jobs)
+                   jobs=args.jobs, year=args.year)
     console.print(f"wrote {sum(sizes.values())} images to {voc} "
                   f"({', '.join(f'{s} {n}' for s, n in sizes.items())}, seed {args.seed})"
                   + ("; test labels hidden: no Annotations, no <class>_test.txt" if hidden else ""), soft_wrap=True)

@@ -76,6 +76,8 @@ FILE_SECONDS = {
     # test starts one interpreter and its forkserver); hangs (a frozen rank waits out --hang-timeout).
     "test_run_ends_clean.py": 60, "test_checkpoint_safety.py": 8, "test_loader_workers.py": 20,
     "test_hang.py": 90,
+    # Issue 19: one in-process training run on 07+12 trainval shards.
+    "test_train_splits.py": 8,
     # Issue 18: the report suite as one SLURM job array (8 runs of 1 epoch, a requeue).
     "test_slurm_suite.py": 200,
 }

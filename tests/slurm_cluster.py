@@ -185,8 +185,10 @@ PartitionName={URGENT} Nodes={','.join(NODES)} MaxTime=INFINITE State=UP Priorit
 
     # --- commands
     def scontrol(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([_find("scontrol"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=30, check=check)
+        done = subprocess.run([_find("scontrol"), *args], env=self.env, capture_output=True, text=True, timeout=30)
+        if check and done.returncode != 0:  # what scontrol said, not just its status
+            raise RuntimeError(f"scontrol {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
+        return done
 
     def scancel(self, *args: str) -> None:
         subprocess.run([_find("scancel"), *args], env=self.env, capture_output=True, timeout=30, check=True)

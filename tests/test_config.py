@@ -75,6 +75,13 @@ def test_bad_yaml_value_names_flag_and_file(base, tmp_path):
     (["--schedule", "cosine", "--warmup-epochs", "50", "--epochs", "5"], r"--warmup-epochs: must be in \[0, --epochs=5\)"),
     (["--weights", "/no/such.pth"], r"--weights: no such file"),
     (["--loader", "gpu"], r"--loader: invalid choice: 'gpu' \(choose from 'auto', 'stream', 'device'\)"),
+    (["--train-splits", "train,test"], r"^--train-splits: 'train,test': give train or val or both, comma-separated "
+                                       r"\(test is what the run is scored on\), e.g. train,val$"),
+    (["--train-splits", "train,train"], r"--train-splits: 'train,train': .*\(each split once\)"),
+    (["--train-splits", "train,val"], r"^--val-split: val is also trained on \(--train-splits train,val\): .*"
+                                      r"give --val-split none \(the final model is tested\)$"),
+    (["--val-split", "none", "--test-with", "best"], r"--test-with: best needs a validation split"),
+    (["--val-split", "test"], r"--val-split: invalid choice: 'test' \(choose from 'val', 'none'\)"),
 ])
 def test_bad_value_is_refused_naming_the_flag(base, argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -226,6 +233,15 @@ def test_unlabeled_train_or_val_split_is_refused(tmp_path, split, capsys):
         assert (code, out) == (2, "")
         assert len(err.splitlines()) == 1
         assert err.startswith(f"error: --shards: split 'val' of {shards} was packed without annotations")
+
+
+def test_trainval_without_selection_is_accepted_and_needs_no_val_labels(tmp_path):
+    shards = _pack_hiding(tmp_path, "val")
+    cfg = parse_config(["--shards", str(shards), "--out", str(tmp_path / "run"), "--val-split", "none"])
+    assert (cfg.train_splits, cfg.val_split) == ("train", "none")  # val hidden: not read, so not refused
+    with pytest.raises(ConfigError, match=r"--shards: split 'val' of .* was packed without annotations"):
+        parse_config(["--shards", str(shards), "--out", str(tmp_path / "run2"), "--train-splits", "train,val",
+                      "--val-split", "none"])
 
 
 def test_unlabeled_test_split_is_accepted(tmp_path):

@@ -16,7 +16,7 @@ from shards.device_views import crop_boxes, crop_flips, random_flips, resized_cr
 from shards.manifest import load_manifest
 from shards.resident import padded
 from trainer.data import ShardStream
-from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader
+from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader, device_bytes
 from trainer.settings import ConfigError, TrainConfig
 
 SIZES = [(256, 341), (341, 256), (256, 256), (256, 900), (97, 120)]
@@ -121,6 +121,23 @@ def test_eval_view_is_the_streaming_loaders_pixels_and_every_image_once(shards_d
                     assert torch.equal(image, streamed[image_id])
             assert ids == expected[split]["ids"]
         assert sorted(seen) == expected[split]["ids"]
+
+
+def test_trainval_without_val_split_trains_on_both_and_evaluates_only_them_and_test(shards_dir):
+    # No loader workers: this checks which images, not how they are read (a worker start costs seconds).
+    cfg = TrainConfig(shards=str(shards_dir), out="unused", image_size=40, batch_size=4, workers=0, augment="none",
+                      train_splits="train,val", val_split="none")
+    splits = load_manifest(shards_dir)["splits"]
+    trainval = sorted(splits["train"]["ids"] + splits["val"]["ids"])
+    ranks = [DeviceData(cfg, rank=r, world_size=2, device=torch.device("cpu")) for r in range(2)]
+    assert ranks[0].batches == 40 // 8 and ranks[0].train_positives()[1] == 40
+    ids = [i for data in ranks for _, _, batch_ids in data.train(1) for i in batch_ids]
+    assert sorted(ids) == trainval  # all of train and val, each once per epoch
+    assert sorted(ranks[0].views) == ["test", "train+val"]  # no val view: nothing selects on it
+    assert ranks[0].eval("train+val")[1] == trainval
+    streamed = {i for _, _, batch_ids in ShardStream(cfg, rank=0, world_size=1).train(1) for i in batch_ids}
+    assert streamed <= set(trainval) and streamed & set(splits["val"]["ids"])
+    assert device_bytes(cfg, 2) == 3 * 40 * 40 * (40 + 9)  # all of train+val, this rank's half of test (17)
 
 
 def test_choice_between_loaders_names_the_numbers():

@@ -72,6 +72,15 @@ def test_perfect_and_reversed_ranking():
     assert average_precisions(states, scores)["ap"][0] == pytest.approx(1 / 6 + 1 / 4)
 
 
+def test_ap_of_a_perfect_ranking_is_exactly_1_where_sklearn_says_more():
+    # 9 positives ranked above 2 negatives: sklearn sums its recall steps to 1.0000000000000002.
+    labels, scores = [1] * 9 + [-1] * 2, list(np.linspace(1, 0, 11))
+    assert average_precision_score(np.array(labels) == 1, scores) > 1.0  # the rounding the clip is for
+    m = average_precisions(*_one_class(labels, scores))
+    assert m["ap"][0] == 1.0 and m["ap_voc07"][0] == 1.0
+    assert all(0.0 <= ap <= 1.0 for ap in m["ap"] + m["ap_voc07"] + [m["map"], m["map_voc07"]])
+
+
 def test_equals_sklearn_on_random_data():
     rng = np.random.default_rng(1)
     states = rng.choice([-1, 0, 1], size=(200, NUM_CLASSES), p=[0.7, 0.05, 0.25]).astype(np.int8)

@@ -260,3 +260,19 @@ def test_a_pretrained_models_weights_fit_its_twin_built_without_the_imagenet_fil
                                    image_size=64))
     assert (cfg.model, cfg.weights, cfg.freeze_features) == (base, None, False)
     build_model(cfg).load_state_dict(trained_state)  # strict: every tensor of the run's weights, nothing else
+
+
+def test_predict_turns_a_photo_with_an_exif_orientation_upright(tmp_path):
+    """A phone photo stored sideways with its EXIF tag is scored upright, as packing stores one without XML."""
+    upright = np.zeros((40, 60, 3), dtype=np.uint8)
+    upright[:10] = 255  # a white band at the top of the upright view
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turned 90 degrees": viewers rotate the stored pixels 90 degrees clockwise
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+    image = predict.decode_image(path)
+    assert tuple(image.shape) == (3, 40, 60)  # the upright frame, not the stored 60 x 40
+    assert image[:, :10].float().mean() > 200 and image[:, 12:].float().mean() < 50
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(upright).save(plain, quality=95)
+    assert torch.equal(predict.decode_image(plain), decode_rgb(plain.read_bytes()))  # untagged: as before

@@ -4,7 +4,8 @@
 report runs that need no download (alexnet_pretrained's weights are not on the box: said, not
 submitted), one epoch each, go out as one throttled array; a second call while the tasks run
 submits nothing; one task is warned by a real time limit, checkpoints and is requeued; --status
-shows the states; trainer.report then writes REPORT.md with every run. The task that is warned is
+shows the states; a finished run submitted again by hand changes nothing; a run whose task ended
+without finishing is submitted again; trainer.report then writes REPORT.md with every run. The task that is warned is
 paused in its first batch until the warning comes (tests/paused_run.py --only-run): no sleeps.
 """
 
@@ -49,10 +50,17 @@ def wait(condition, what: str, where: Path) -> None:
         time.sleep(0.2)
 
 
+def _seconds(runtime: str) -> int:
+    """SLURM's RunTime ([D-]HH:MM:SS) in seconds."""
+    days, _, clock = runtime.rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
 def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm, shards_dir, tmp_path):
     runs, marker = tmp_path / "runs", tmp_path / "paused"
     submit_args = ["--shards", str(shards_dir), "--launcher", "slurm", "--parallel", "3",
-                   "--sbatch-args", "--cpus-per-task=1 --time=10 --signal=B:USR1@50", "--epochs", "1", "--workers", "0"]
+                   "--sbatch-args", "--cpus-per-task=1 --time=30 --signal=B:USR1@300", "--epochs", "1", "--workers", "0"]
     # What every task inherits through sbatch: the test's Python, one thread each, and rank 0 of the
     # WARNED run pausing at its first batch until a stop signal (once: not after its requeue).
     task_env = {"VOC_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
@@ -76,10 +84,13 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     assert "nothing to submit" in again and "submitted job array" not in again
     assert len((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()) == 1
 
-    # 3. A real time limit for the paused task: the warning, a checkpoint, a requeue of that task alone.
-    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=1")
+    # 3. A real time limit for the paused task: the warning, a checkpoint, a requeue of that task alone. The
+    #    limit is set 5-6 minutes after its start so far, so the warning (300 s before it, on slurmctld's 30 s
+    #    clock) comes within about 90 s and leaves minutes for the checkpoint on a loaded box.
+    limit = _seconds(slurm.job(f"{array}_0")["RunTime"]) // 60 + 6
+    slurm.scontrol("update", f"JobId={array}_0", f"TimeLimit={limit}")
     wait(lambda: "USR1 (time limit near)" in log.read_text(errors="replace"), "time-limit warning", runs / ".slurm")
-    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=10")  # its second start is not warned again
+    slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=30")  # its second start is not warned again
     code, status = suite(slurm, runs, shards_dir, "--status")
     assert code == 1 and WARNED in status, status
 
@@ -95,10 +106,32 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     assert not (runs / NO_WEIGHTS).exists()
 
     # 5. --status from the directories alone; a third call submits nothing; the report has every run.
+    #    The batch script on a finished run (submitted again by hand): the trainer changes nothing, the job
+    #    says the run is finished and ends 0.
+    before = (runs / WARNED / "summary.json").stat().st_mtime_ns
+    again_log = tmp_path / "again.log"
+    job = slurm.sbatch(["--cpus-per-task=1", f"--output={again_log}", "cluster/train.sbatch",
+                        *json.loads(Path(record[0]["tasks_file"]).read_text().splitlines()[0])], cwd=ROOT,
+                       env={"VOC_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})
+    info = slurm.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), ARRAY_LIMIT_S, again_log)
+    text = again_log.read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0") and "run finished" in text, text
+    assert "is finished" in text and (runs / WARNED / "summary.json").stat().st_mtime_ns == before
     code, status = suite(slurm, runs, shards_dir, "--status")
     assert code == 1 and "8 done, 1 not started" in status, status  # alexnet_pretrained never ran
     code, third = suite(slurm, runs, shards_dir, *submit_args)
     assert "nothing to submit" in third and third.count("finished before") == 8, third
+    # A run whose task ended without finishing (here: its summary.json deleted) is submitted again, saying so;
+    # it resumes from its last checkpoint (the last epoch's) and runs only the final test.
+    (runs / WARNED / "summary.json").unlink()
+    code, fourth = suite(slurm, runs, shards_dir, *submit_args)
+    assert f"{WARNED}: task {array}_0 ended without finishing" in fourth and "submitted again" in fourth, fourth
+    assert "1 task(s), at most 3 at once" in fourth
+    second = json.loads((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()[1])
+    assert second["runs"] == [WARNED]
+    wait(lambda: not [row for row in slurm.squeue() if row.startswith(second["array_id"])], "end of the second array",
+         runs / ".slurm")
+    assert json.loads((runs / WARNED / "summary.json").read_text())["epochs"] == 1
     report = runs / "REPORT.md"
     done = subprocess.run([sys.executable, "-m", "trainer.report", str(runs), "--out", str(report)], cwd=ROOT,
                           env={**os.environ}, capture_output=True, text=True, timeout=300)

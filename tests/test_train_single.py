@@ -1,4 +1,4 @@
-"""One-process trainer runs: SIGTERM and Ctrl-C stops + mid-epoch resume in bf16 on CPU, --debug, --test-with best, and
+"""One-process trainer runs: SIGTERM and Ctrl-C stops + mid-epoch resume in bf16 on CPU, --debug, --test-with best (and --resume of the finished run), and
 which checkpoint a resume picks."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from trainer.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
+from trainer.finished import finished_line
 from trainer.main import STOP_CHECK_UPDATES
 from train_helpers import TINY, history, run, signal_when_paused, single
 
@@ -84,7 +85,7 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_path):
+def test_test_with_best_writes_the_csv_from_the_best_val_epoch_and_resume_leaves_it(shards_dir, tmp_path, capsys):
     out = tmp_path / "run"
     # A network without BatchNorm or dropout and a learning rate too small to move any float32
     # weight: every epoch has the same val mAP, so the best (first strictly best) epoch is 1
@@ -97,6 +98,16 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch(shards_dir, tmp_p
     assert (summary["submission_model"], summary["submission_epoch"]) == ("best", 1)
     assert summary["best_model"]["epoch"] == 1 and summary["test_map"] == summary["best_model"]["test_map"]
     assert (out / "best" / "model.safetensors").is_file()
+
+    # --resume of the finished run: one line, and not one file of the run changes (issue 19).
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    from trainer.main import main
+    capsys.readouterr()
+    assert main(["--shards", str(shards_dir), "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert f"--resume: {out} is finished (2 epochs trained and tested" in said and "give --epochs above 2" in said
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert finished_line(out, 3) is None  # a larger --epochs trains on
 
 
 @pytest.mark.slow

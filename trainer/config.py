@@ -31,8 +31,8 @@ from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
 from trainer import run_lock
 from trainer.config_yaml import read_run_settings, read_yaml
-from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, ConfigError, TrainConfig, as_dict, flag,
-                              scalar_type)
+from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, TRAINABLE_SPLITS, ConfigError, TrainConfig,
+                              as_dict, flag, scalar_type, train_split_names)
 
 REQUIRED: tuple[str, ...] = ("shards", "out")
 
@@ -139,14 +139,17 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         manifest = load_manifest(cfg.shards)
     except Exception as err:  # the manifest's own message names the file and the problem
         fail("shards", str(err))
+    trained = _check_splits(cfg, fail)
     splits = manifest["splits"]
-    for split in ("train", "val", "test"):
+    learned = [*trained, *([cfg.val_split] if cfg.val_split != "none" else [])]
+    for split in (*learned, "test"):
         if not splits.get(split, {}).get("count"):
-            fail("shards", f"manifest has no images in split '{split}'; pack train, val and test")
-    for split in ("train", "val"):  # test may be unlabeled (hidden labels): it is only scored
+            fail("shards", f"manifest has no images in split '{split}'; pack {', '.join(learned)} and test "
+                           f"(packed: {', '.join(splits) or 'none'})")
+    for split in learned:  # test may be unlabeled (hidden labels): it is only scored
         if not is_labeled(splits[split]):
             fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
-                           f"training needs labeled train and val: pack them from a VOC tree with "
+                           f"training needs labeled {' and '.join(learned)}: pack them from a VOC tree with "
                            f"Annotations/ for every {split} id")
     bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: trainer.data warns
     if bad:
@@ -199,6 +202,22 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         if cfg.log_with != "all" and cfg.log_with not in installed:
             # Accelerate's tracker names are their pip names (comet_ml too: pip normalizes the underscore).
             fail("log_with", f"{cfg.log_with} is not installed: pip install {cfg.log_with} (or --log-with none)")
+
+
+def _check_splits(cfg: TrainConfig, fail: typing.Callable[[str, str], None]) -> tuple[str, ...]:
+    """--train-splits and --val-split together; returns the split names trained on."""
+    names = train_split_names(cfg)
+    wrong = [name for name in names if name not in TRAINABLE_SPLITS]
+    if wrong or len(set(names)) != len(names):
+        why = "test is what the run is scored on" if "test" in wrong else "each split once"
+        fail("train_splits", f"{cfg.train_splits!r}: give {' or '.join(TRAINABLE_SPLITS)} or both, comma-separated "
+                             f"({why}), e.g. train,val")
+    if cfg.val_split in names:
+        fail("val_split", f"{cfg.val_split} is also trained on (--train-splits {cfg.train_splits}): its mAP would "
+                          f"pick the best epoch on training data; give --val-split none (the final model is tested)")
+    if cfg.val_split == "none" and cfg.test_with == "best":
+        fail("test_with", "best needs a validation split, and --val-split is none: use --test-with final")
+    return names
 
 
 def _why_unwritable(out: Path) -> str | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-from shards.manifest import is_labeled, load_manifest, skipped_ids
+from shards.manifest import is_labeled, load_manifest, skipped_ids, split_entry
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
-from trainer.settings import ConfigError, TrainConfig
+from trainer.settings import ConfigError, TrainConfig, train_split
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 
@@ -29,13 +29,17 @@ class RunData:
         manifest = load_manifest(cfg.shards)
         # trainer.config.validate verified the checksums; a manifest without any gets a warning from main.
         self.checksummed = has_checksums(manifest)
-        splits = manifest["splits"]
-        self.split_ids = {split: splits[split]["ids"] for split in ("train", "val", "test")}
-        self._labeled = {split: is_labeled(splits[split]) for split in ("train", "val", "test")}
+        # What the run trains on ("train", or "train+val": --train-splits) and every split it evaluates:
+        # the training data (train mAP), the --val-split unless none, and test.
+        self.train_split = train_split(cfg)
+        self.eval_splits = (self.train_split, *(() if cfg.val_split == "none" else (cfg.val_split,)), "test")
+        entries = {split: split_entry(manifest, split, cfg.shards) for split in self.eval_splits}
+        self.split_ids = {split: entry["ids"] for split, entry in entries.items()}
+        self._labeled = {split: is_labeled(entry) for split, entry in entries.items()}
         # Ids the split's ImageSets list names but `shards.pack --skip-bad` left out: no score for them.
-        self.skipped_at_pack = {split: skipped_ids(manifest, split) for split in ("train", "val", "test")}
-        self._train_split = splits["train"]
-        batches = steps_per_epoch(cfg.shards, batch_size=cfg.batch_size, world_size=world_size)
+        self.skipped_at_pack = {split: skipped_ids(manifest, split) for split in manifest["splits"]}
+        self._train_split = entries[self.train_split]
+        batches = steps_per_epoch(cfg.shards, batch_size=cfg.batch_size, world_size=world_size, split=self.train_split)
         batches = min(batches, DEBUG_BATCHES) if cfg.debug else batches
         if batches < cfg.grad_accum:
             raise ConfigError(f"--grad-accum {cfg.grad_accum}: an epoch has only {batches} batches per process")
@@ -48,7 +52,7 @@ class RunData:
         return self._labeled[split]
 
     def train_positives(self) -> tuple[dict[str, int], int]:
-        """(images with each class, images) of the train split, for --pos-weight auto."""
+        """(images with each class, images) of the training data, for --pos-weight auto."""
         return self._train_split["positives"], self._train_split["count"]
 
     def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
@@ -69,7 +73,7 @@ class ShardStream(RunData):
         """This rank's batches of `epoch` after the first `skip`; the order is a function of
         (seed, epoch, rank), so after a mid-epoch resume the skipped ones are those trained on."""
         loader = train_loader(self.cfg.shards, seed=self.cfg.seed, epoch=epoch, preset=self.cfg.augment,
-                              **self._common())
+                              split=self.train_split, **self._common())
         return islice(loader, skip, self.batches)
 
     def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:

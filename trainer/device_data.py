@@ -23,12 +23,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from shards.decoded_cache import cache_root
-from shards.manifest import load_manifest
+from shards.manifest import load_manifest, split_entry
 from shards.reader import Batch, seeded
 from shards.resident import (EvalView, RawImages, cached_eval_view, cached_raw, estimate_raw_bytes, eval_view_bytes,
                              train_view)
 from trainer.data import DEBUG_BATCHES, RunData, ShardStream
-from trainer.settings import ConfigError, TrainConfig
+from trainer.settings import ConfigError, TrainConfig, train_split
 
 AUTO_FRACTION = 0.5  # --loader auto keeps the data on the device when it needs at most this part of the free memory
 DEVICE_FRACTION = 0.9  # --loader device refuses to start above this part (the model and activations need the rest)
@@ -52,14 +52,14 @@ class DeviceData(RunData):
         share = dict(rank=rank, world_size=world_size)
         # RandomResizedCrop needs the stored images; the other presets start from the eval view.
         if cfg.augment == "crop_flip":
-            self.train_source: RawImages | EvalView = cached_raw(self.cache, cfg.shards, "train", device=device,
-                                                                 num_workers=workers)
-            self.views = {"train": cached_eval_view(self.cache, cfg.shards, "train", **load, **share)}
+            self.train_source: RawImages | EvalView = cached_raw(self.cache, cfg.shards, self.train_split,
+                                                                 device=device, num_workers=workers)
+            self.views = {self.train_split: cached_eval_view(self.cache, cfg.shards, self.train_split, **load, **share)}
         else:
-            full = cached_eval_view(self.cache, cfg.shards, "train", **load)
-            self.views = {"train": _share(full, rank, world_size)}
+            full = cached_eval_view(self.cache, cfg.shards, self.train_split, **load)
+            self.views = {self.train_split: _share(full, rank, world_size)}
             self.train_source = full
-        for split in ("val", "test"):
+        for split in self.eval_splits[1:]:  # --val-split (unless none) and test
             self.views[split] = cached_eval_view(self.cache, cfg.shards, split, **load, **share)
         loaded = [self.train_source, *self.views.values()]
         self.nbytes = sum({id(part): part.nbytes for part in loaded}.values())  # the train share may be `full`
@@ -112,13 +112,15 @@ def _share(view: EvalView, rank: int, world_size: int) -> EvalView:
 
 def device_bytes(cfg: TrainConfig, world_size: int) -> int:
     """What DeviceData will hold per process (an estimate for the stored images: see shards.resident)."""
-    counts = {split: entry["count"] for split, entry in load_manifest(cfg.shards)["splits"].items()}
+    manifest, trained = load_manifest(cfg.shards), train_split(cfg)
+    evaluated = [trained, *(() if cfg.val_split == "none" else (cfg.val_split,)), "test"]
+    counts = {split: split_entry(manifest, split, cfg.shards)["count"] for split in evaluated}
     share = {split: -(-count // world_size) for split, count in counts.items()}  # the largest rank's
     if cfg.augment == "crop_flip":
-        train = estimate_raw_bytes(cfg.shards, "train") + eval_view_bytes(share["train"], cfg.image_size)
+        train = estimate_raw_bytes(cfg.shards, trained) + eval_view_bytes(share[trained], cfg.image_size)
     else:
-        train = eval_view_bytes(counts["train"], cfg.image_size)
-    return train + eval_view_bytes(share["val"] + share["test"], cfg.image_size)
+        train = eval_view_bytes(counts[trained], cfg.image_size)
+    return train + eval_view_bytes(sum(share[split] for split in evaluated[1:]), cfg.image_size)
 
 
 def free_bytes(device: torch.device, processes: int) -> int:

@@ -81,6 +81,9 @@ def test_and_write_outputs(cfg: TrainConfig, accelerator: Accelerator, model: nn
         "world_size": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision,
         "debug": cfg.debug,
+        # the data it learned from and selected with; val_split "none": no best/, best_val_* null
+        "train_splits": cfg.train_splits,
+        "val_split": cfg.val_split,
         "test_labeled": labeled,
         **_test_block(used),
         "submission_model": used_name,

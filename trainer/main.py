@@ -35,6 +35,7 @@ from trainer.device_data import open_data
 from trainer.evaluate import evaluate_split
 from trainer.faults import Identity, RunFault, as_fault, say_error
 from trainer.final_eval import test_and_write_outputs
+from trainer.finished import finished_run
 from trainer.loop import EpochSoFar, train_updates
 from trainer.network import build_model
 from trainer.progress import TrainProgress
@@ -57,7 +58,7 @@ GROUP_TIMEOUT_MARGIN_S = 60
 
 def print_debug_batch(say: Callable[..., None], model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:
     """--debug: the layer table, then one batch (the train split's first, in the eval view: no RNG drawn)."""
-    images, states, ids = next(iter(data.eval("train")[0]))
+    images, states, ids = next(iter(data.eval(data.train_split)[0]))
     say(describe(model, image_size=image_size))
     x = normalize(images.to(device))
     say(f"batch: images {tuple(images.shape)} {images.dtype} [{int(images.min())}, {int(images.max())}] -> "
@@ -154,6 +155,12 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     progress = TrainProgress(enabled=accelerator.is_main_process)
     # soft_wrap: log lines stay one line each in files and CI logs (rich wraps at 80 columns there)
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
+    with watchdog.waiting("the main process's check whether the run is finished (a broadcast)", phase="set-up"):
+        finished = finished_run(accelerator, run_dir, cfg.epochs) if cfg.resume else None
+    if finished:  # before anything is loaded or written (trainer/finished.py)
+        say(finished)
+        end_training(accelerator, watchdog)
+        return {"finished": True, "epoch": cfg.epochs}
     # --- model (first: a model that cannot take the input size fails before the data is loaded)
     with watchdog.waiting("the main process to build the model first (pretrained weights)", phase="set-up"), \
             accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
@@ -252,10 +259,16 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
 
             # --- evaluate at epoch 1, every --test-frequency epochs and the last; keep the best
             if epoch == 1 or epoch % cfg.test_frequency == 0 or epoch == cfg.epochs:
-                val = evaluate_split(model, data, "val", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
-                train_eval = evaluate_split(model, data, "train", accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
-                row.update(val_loss=val.loss, val_map=val.metrics["map"], train_map=train_eval.metrics["map"])
-                if val.metrics["map"] is not None and (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
+                # --val-split none: no val figures and no best/ (the final model is the one tested)
+                val = None if cfg.val_split == "none" else \
+                    evaluate_split(model, data, cfg.val_split, accelerator, loss_fn, watchdog=watchdog, epoch=epoch)
+                train_eval = evaluate_split(model, data, data.train_split, accelerator, loss_fn, watchdog=watchdog,
+                                            epoch=epoch)
+                row.update(train_map=train_eval.metrics["map"])
+                if val is not None:
+                    row.update(val_loss=val.loss, val_map=val.metrics["map"])
+                if val is not None and val.metrics["map"] is not None and \
+                        (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
                     # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
                     with watchdog.waiting("best/ to be saved (barriers of every rank)", phase="checkpoint", epoch=epoch):
                         checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val.metrics["map"])

@@ -15,6 +15,10 @@ Two figures come out of the same (states, scores) arrays:
   point. Users compare this figure with papers, so we keep the quirk rather than compare
   in exact tenths.
 
+Every AP is clipped to [0, 1]: sklearn's sum of recall steps times precision can land one ulp
+above 1 (1.0000000000000002 for a perfect ranking of 9 positives among 11 images), and an AP
+above 1 in summary.json or per_class_ap.csv reads as a bug. The clip moves nothing but that ulp.
+
 A class with no positive image has no AP (sklearn would say 0.0 with a warning): it is
 None in the lists, named in "missing" and left out of the means.
 """
@@ -51,7 +55,12 @@ def voc07_ap(labels: np.ndarray, scores: np.ndarray) -> float | None:
     for t in VOC07_RECALL_POINTS:
         # ap += p / 11 as py-faster-rcnn sums, not np.mean: its value to the last bit.
         ap += precision[recall >= t].max(initial=0.0) / 11.0
-    return float(ap)
+    return _unit(ap)
+
+
+def _unit(value: float) -> float:
+    """`value` clipped to [0, 1] (float rounding only: see the module docstring)."""
+    return min(1.0, max(0.0, float(value)))
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
@@ -97,7 +106,7 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
             ap.append(None)
             ap_voc07.append(None)
             continue
-        ap.append(float(sklearn.metrics.average_precision_score(states[:, c] == 1, scores[:, c])))
+        ap.append(_unit(sklearn.metrics.average_precision_score(states[:, c] == 1, scores[:, c])))
         ap_voc07.append(voc07_ap(states[:, c], scores[:, c]))
     return {
         "ap": ap,

@@ -36,6 +36,13 @@ class TrainConfig:
     shards: str | None = field(default=None, **_opt("shards directory with manifest.json (required; --resume takes the run's own)"))
     out: str | None = field(default=None, **_opt("run directory for checkpoints and results (required)"))
     config: str | None = field(default=None, **_opt("YAML file of settings; flags on the command line win"))
+    # --- which splits the run trains on and selects with (the test split is always scored)
+    train_splits: str = field(default="train", **_opt(
+        "splits to train on, comma-separated: train (default), or train,val (trainval: the VOC07 protocol of "
+        "papers; needs --val-split none)"))
+    val_split: str = field(default="val", **_opt(
+        "split evaluated during training, whose best epoch is kept in best/; none: no selection and no best/, "
+        "the final model is the one tested", ("val", "none")))
     # --- model
     model: str = field(default="final", **_opt("model name from the registry: " + ", ".join(list_models())))
     weights: str | None = field(default=None, **_opt("pretrained weights file (pretrained models only)"))
@@ -89,7 +96,8 @@ class TrainConfig:
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
 # seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
 # loss, pos_weight, augment, image_size: what the logged history measures; one config.yaml
-#   must describe the whole run.
+#   must describe the whole run;
+# train_splits, val_split: the data the run learns from and the epochs best/ was chosen among.
 # Free to change: epochs (extend a constant-LR run), the data location (shards), where the
 # pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
 # hardware knobs (workers, mixed_precision, cpu, channels_last, compile, loader: the two loaders
@@ -98,7 +106,7 @@ class TrainConfig:
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
-    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
 FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)
@@ -118,6 +126,20 @@ def scalar_type(f: dataclasses.Field) -> type:
     return args[0] if args else hint
 
 
+
+
+TRAINABLE_SPLITS: tuple[str, ...] = ("train", "val")  # test is what a run is scored on, never trained on
+
+
+def train_split_names(cfg: TrainConfig) -> tuple[str, ...]:
+    """--train-splits as a tuple of split names, in the order given (validated by trainer.config)."""
+    return tuple(name.strip() for name in cfg.train_splits.split(","))
+
+
+def train_split(cfg: TrainConfig) -> str:
+    """The name the training data goes by in the manifest's readers: one split, or "train+val"
+    (shards.manifest.split_entry merges the parts)."""
+    return "+".join(train_split_names(cfg))
 
 
 def as_dict(cfg: TrainConfig) -> dict:

@@ -48,6 +48,13 @@ class StopSignal:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
+            # Once stopping, a repeated SIGTERM/SIGUSR1 is the same stop: cluster/train.sbatch repeats
+            # its warning every 5 s until the step ends, and the default action would kill a trainer
+            # that has saved its checkpoint and is exiting (a failed step instead of a requeue).
+            # Ignored, not handled: the interpreter's exit resets Python handlers to the default.
+            if self.received is not None and sig != signal.SIGINT:
+                signal.signal(sig, signal.SIG_IGN)
+                continue
             signal.signal(sig, handler)
 
     def agreed(self, accelerator: Accelerator) -> bool:

@@ -35,7 +35,7 @@ from trainer import outputs
 from trainer.evaluate import EvalResult, evaluate
 from trainer.recipe import auto_pos_weight, build_loss
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, open_run, run_settings
-from trainer.settings import ConfigError, TrainConfig
+from trainer.settings import ConfigError, TrainConfig, train_split_names
 
 
 def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Path, dict]:
@@ -61,8 +61,11 @@ def run_loss(cfg: TrainConfig, manifest: dict) -> nn.Module | None:
     """The run's loss (None when --pos-weight auto cannot be rebuilt: the shards have no labeled train split)."""
     if cfg.pos_weight != "auto":
         return build_loss(cfg.loss)
-    train = manifest["splits"].get("train")
-    if train is None or not is_labeled(train):
+    try:  # the splits the run trained on, as the trainer counted their positives
+        train = split_entry(manifest, "+".join(train_split_names(cfg)), cfg.shards)
+    except ManifestError:
+        return None
+    if not is_labeled(train):
         return None
     return build_loss(cfg.loss, auto_pos_weight(train["positives"], train["count"]))
 
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(str(err))
     console.print(f"{cfg.model} at {cfg.image_size} px on {accelerator.device}, weights {run.weights.described}; "
                   f"split {args.split} of {shards}" + (f" ({note})" if note else ""))
+    if args.split in train_split_names(cfg):
+        console.print(f"note: the run trained on {args.split} (--train-splits {cfg.train_splits}): these scores are "
+                      "not held out", highlight=False, soft_wrap=True)
     loss_fn = run_loss(cfg, manifest)
     if loss_fn is None:
         console.print("no loss: --pos-weight auto needs the train split's positives, and these shards have none")

@@ -21,6 +21,7 @@ image was scored, 2 (one "error:" line) when none was or the arguments are bad.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from PIL import UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
 from rich.table import Table
 
 from shards.classes import CLASSES, NUM_CLASSES
+from shards.images import ImageError, orientation
 from shards.presets import eval_transform
 from shards.reader import decode_rgb, decode_rgb_pil
 from trainer.cli import OneLineParser, refuse
@@ -76,6 +78,12 @@ def check_ids(files: Sequence[Path]) -> None:
         by_id[file.stem] = file
 
 
+def upright_rgb(data: bytes) -> torch.Tensor:
+    """uint8 [3, H, W] RGB with the EXIF orientation applied."""
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(ImageOps.exif_transpose(image).convert("RGB"))).permute(2, 0, 1)
+
+
 def decode_image(path: Path) -> torch.Tensor:
     """uint8 [3, H, W] RGB, decoded like the shard readers do; Unreadable with the reason otherwise."""
     try:
@@ -83,7 +91,11 @@ def decode_image(path: Path) -> torch.Tensor:
     except OSError as err:
         raise Unreadable(f"cannot read the file: {err.strerror}") from None
     try:
+        if orientation(data)[0] != 1:  # stored sideways with an EXIF tag: upright, as packing stores a photo
+            return upright_rgb(data)   # without XML (shards.images), so it scores as it looks
         return decode_rgb(data) if data[:2] == JPEG_MAGIC else decode_rgb_pil(data)
+    except ImageError:
+        raise Unreadable("not an image: neither JPEG nor PNG nor another format PIL reads") from None
     except UnidentifiedImageError:
         raise Unreadable("not an image: neither JPEG nor PNG nor another format PIL reads") from None
     except Exception as err:  # noqa: BLE001 - a broken file is reported and the others go on

@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--voc", type=Path, metavar="PATH",
                         help="labels from a VOCdevkit folder, its VOC2007 folder or VOCtest_06-Nov-2007.tar")
     labels.add_argument("--shards", type=Path, metavar="DIR", help="labels from a folder packed by shards.pack")
+    parser.add_argument("--year", metavar="YEAR",
+                        help="with --voc: the VOC<YEAR> tree of a VOCdevkit that holds several (e.g. 2007)")
     parser.add_argument("--split", default="test", help="split to score against (default test)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write map, map_voc07 and per-class AP here")
     return parser
@@ -168,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels_from = f"--voc {args.voc}" if args.voc is not None else f"--shards {args.shards}"
     try:
         submission = read_submission(args.submission)
+        if args.year is not None and args.voc is None:
+            raise SourceError("--year chooses a tree of --voc; --shards knows its own years")
         if args.voc is not None:
-            ids, states = voc_split_labels(args.voc, args.split)
+            ids, states = voc_split_labels(args.voc, args.split, args.year)
         else:
             ids, states = shard_split_labels(args.shards, args.split)
         scores = align(submission, args.submission, ids, args.split, labels_from)
