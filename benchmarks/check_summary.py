@@ -35,9 +35,18 @@ def log_tail(path: Path) -> list[str]:
 
 
 def read_stages(work: Path) -> list[dict]:
-    stages = []
+    """WORK/stages.tsv's records. The script writes a command's newlines as a literal \\n; a
+    stages.tsv from before that (a multi-line `python -c` command) has continuation lines, which
+    belong to the command of the record before them."""
+    records: list[list[str]] = []
     for line in (work / "stages.tsv").read_text().splitlines():
-        name, status, rc, seconds, limit, command = line.split("\t", 5)
+        fields = line.split("\t", 5)
+        if len(fields) == 6 and fields[3].isdigit() and fields[4].isdigit():
+            records.append(fields)
+        elif records:
+            records[-1][5] += "\n" + line
+    stages = []
+    for name, status, rc, seconds, limit, command in records:
         stages.append({"name": name, "status": status, "exit_status": int(rc) if rc else None,
                        "seconds": int(seconds), "limit_s": int(limit), "command": command,
                        "log_tail": log_tail(work / "logs" / f"{name}.log")})
@@ -81,6 +90,15 @@ def headline(out: Path) -> dict:
             **{key: summary.get(key) for key in ("test_map", "best_val_map", "wall_seconds", "images_per_s")},
             "epoch_seconds": [round(float(row["seconds"]), 2) for row in train.get("history", []) if row.get("seconds")],
         }
+    profile = load(out / "profile.json")
+    if profile:
+        numbers["profile"] = [{key: r.get(key) for key in ("loader", "ms_per_step", "host_syncs_per_step", "sync_sites")}
+                              | {"top_cuda_kernels": r.get("top_cuda_kernels", [])[:5]} for r in profile["loaders"]]
+    suite = load(out / "suite.json")
+    if suite:
+        numbers["suite"] = {"wall_seconds": suite["wall_seconds"], "exit_status": suite["exit_status"],
+                            "runs": {r["name"]: {"start_seconds": r["start_seconds"], "wall_seconds": r["wall_seconds"],
+                                                 "finished": r["finished"]} for r in suite["runs"]}}
     return numbers
 
 

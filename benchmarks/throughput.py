@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                fused=device.type == "cuda")  # as trainer/main.py
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=1, warmup_updates=0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = build_loss(cfg.loss).to(device)

@@ -79,7 +79,7 @@ def device_batches(raw: RawImages, batch_size: int, seed: int = 0) -> Iterator[t
     """(c): endless batches from a split held on raw's device, as trainer.device_data makes them."""
     if len(raw.ids) < batch_size:
         raise ValueError(f"the split has {len(raw.ids)} images, fewer than one batch of {batch_size}")
-    device = raw.pixels.device
+    device = raw.images.device
     generator = torch.Generator(device).manual_seed(seed)
     for _ in itertools.count():
         # The permutation stays on the device: a per-batch host->device index copy would sync.

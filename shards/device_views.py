@@ -1,18 +1,21 @@
 """The train-time views of shards.presets computed for a whole batch at once, on the device.
 
 The device loader (shards.resident, trainer.device_data) keeps a split's decoded images in
-one flat uint8 tensor on the training device, each image at its own size. Here a batch of
-them becomes a uint8 [B, 3, S, S] batch without a per-image Python step:
+one padded uint8 tensor [N, 3, Hp, Wp] on the training device, each image top-left in its
+slot at its own size (portrait ones transposed, so that the short sides line up and the
+padding stays small). Here a batch of them becomes a uint8 [B, 3, S, S] batch without a
+per-image Python step:
 
 - `crop_boxes` draws RandomResizedCrop boxes with torchvision's distribution (scale
   (0.08, 1), log-uniform ratio in (3/4, 4/3), 10 tries, then its centre-crop fallback),
   all tries of all images in a few tensor ops;
-- `resized_crops` cuts each box out and resizes it to S x S by bilinear interpolation,
-  computed as four gathers from the flat tensor (torch's align_corners=False rule, inside
-  the box as torchvision's resized_crop does). Unlike torchvision's antialiased resize,
-  no low-pass filter runs first: boxes larger than S (at most ~1.5x at a stored short side
-  of 256 and S = 227) alias slightly. `crops` uses it on GPUs and torchvision's per-image
-  kernel on CPU, where that is far faster;
+- `resized_crop_flips` cuts each box out, resizes it to S x S by bilinear interpolation
+  (torch's align_corners=False rule, inside the box as torchvision's resized_crop does) and
+  mirrors the flipped ones, all in one grid_sample over the batch: a sampling grid per image
+  reads each source pixel a few times, with no int64 index tensors. Unlike torchvision's
+  antialiased resize, no low-pass filter runs first: boxes larger than S (at most ~1.5x at a
+  stored short side of 256 and S = 227) alias slightly. `crop_flips` uses it on GPUs and
+  torchvision's per-image kernel on CPU, where that is far faster;
 - `random_flips` mirrors a random half of a batch.
 
 Randomness comes from a torch.Generator the caller seeds, so a batch's view is a function
@@ -65,60 +68,65 @@ def crop_boxes(heights: torch.Tensor, widths: torch.Tensor, generator: torch.Gen
     return torch.stack([top, left, h, w], dim=1).long()
 
 
-def _source_rows(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For each of `size` output rows of every box: (first source row, second, weight of the second).
+def _source_coords(start: torch.Tensor, length: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [B, size]: the source coordinate of each output row (or column) of every box.
 
-    torch's bilinear rule with align_corners=False, inside the box: source = (i + 0.5) * length /
-    size - 0.5, below 0 clamped to 0, the second row clamped to the box's last.
+    torch's bilinear rule with align_corners=False, inside the box: (i + 0.5) * length / size - 0.5,
+    clamped to [0, length - 1] (the box's edge pixel, as torchvision's resized_crop sees it);
+    reversed where `flip` (a mirrored crop reads its columns right to left).
     """
     steps = torch.arange(size, device=start.device, dtype=torch.float32) + 0.5
-    src = (steps[None, :] * (length[:, None].float() / size) - 0.5).clamp(min=0)
-    lo = src.floor().long()
-    weight = src - lo
-    lo = torch.minimum(lo, length[:, None] - 1)
-    hi = torch.minimum(lo + 1, length[:, None] - 1)
-    return start[:, None] + lo, start[:, None] + hi, weight
+    length = length[:, None].float()
+    src = (steps[None, :] * (length / size) - 0.5).clamp(min=0)
+    src = torch.minimum(src, length - 1) + start[:, None].float()
+    return src if flip is None else torch.where(flip[:, None], src.flip(1), src)
 
 
-def resized_crops(pixels: torch.Tensor, offsets: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor,
-                  boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Each box of each image resized to size x size: uint8 [B, 3, size, size].
+def resized_crop_flips(images: torch.Tensor, transposed: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
+                       size: int) -> torch.Tensor:
+    """Each box of each image resized to size x size and mirrored where `flips`, in one grid_sample:
+    uint8 [B, 3, size, size].
 
-    pixels: flat uint8, image i's [3, H_i, W_i] stored from offsets[i]; offsets, heights,
-    widths, boxes: the batch's rows (int64, on pixels' device); boxes as from crop_boxes.
+    images: uint8 [B, 3, Hp, Wp], each image top-left in its padded slot and stored transposed
+    (short side first) where `transposed`; boxes (top, left, height, width) in the image's own
+    orientation, as from crop_boxes; flips: bool [B]. Bilinear without a low-pass filter first:
+    boxes larger than size (at most ~1.5x at a stored short side of 256 and 227 px) alias slightly.
     """
     top, left, h, w = boxes.unbind(1)
-    y0, y1, wy = _source_rows(top, h, size)  # [B, S] each
-    x0, x1, wx = _source_rows(left, w, size)
-    plane = (heights * widths)[:, None, None, None]
-    channel = torch.arange(3, device=pixels.device)[None, :, None, None] * plane  # [B, 3, 1, 1]
-    base = offsets[:, None, None, None] + channel
-
-    def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        index = base + (rows * widths[:, None])[:, None, :, None] + cols[:, None, None, :]
-        return pixels[index].float()  # [B, 3, S, S]
-
-    wy, wx = wy[:, None, :, None], wx[:, None, None, :]
-    top_row = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
-    bottom_row = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
-    out = top_row * (1 - wy) + bottom_row * wy
+    rows = _source_coords(top, h, size)[:, :, None].expand(-1, -1, size)  # [B, S, S]: output (i, j) -> image row
+    cols = _source_coords(left, w, size, flips)[:, None, :].expand(-1, size, -1)
+    t = transposed[:, None, None]
+    stored_rows, stored_cols = torch.where(t, cols, rows), torch.where(t, rows, cols)
+    height, width = images.shape[-2:]
+    # grid_sample's normalized coordinates (align_corners=False): pixel x's centre is (x + 0.5) * 2 / W - 1.
+    grid = torch.stack(((stored_cols + 0.5) * (2 / width) - 1, (stored_rows + 0.5) * (2 / height) - 1), dim=-1)
+    out = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def crops(pixels: torch.Tensor, offsets: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor,
-          boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """`resized_crops` where the batched gathers pay: on a GPU. On a CPU they are memory-bound
-    (~20 ms per 227 px image on one core here) and torchvision's per-image uint8 kernel is ~30x
-    faster (0.65 ms), so there each box goes through v2.functional.resized_crop (antialiased, as
-    the streaming loader's RandomResizedCrop)."""
-    if pixels.device.type != "cpu":
-        return resized_crops(pixels, offsets, heights, widths, boxes, size)
-    rows = zip(offsets.tolist(), heights.tolist(), widths.tolist(), boxes.tolist())
-    return torch.stack([F.resized_crop(pixels[o:o + 3 * h * w].view(3, h, w), *box, [size, size], antialias=True)
-                        for o, h, w, box in rows])
+def crop_flips(images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor, transposed: torch.Tensor,
+               boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """`resized_crop_flips` where one batched op pays: on a GPU. On a CPU, torchvision's per-image
+    uint8 kernel is far faster (~30x: 0.65 ms per 227 px image on one core here, where batched
+    float sampling is memory-bound), so there each box goes through v2.functional.resized_crop
+    (antialiased, as the streaming loader's RandomResizedCrop)."""
+    if images.device.type != "cpu":
+        return resized_crop_flips(images, transposed, boxes, flips, size)
+    out = []
+    for image, h, w, t, box in zip(images, heights.tolist(), widths.tolist(), transposed.tolist(), boxes.tolist()):
+        stored = image[:, :w, :h].transpose(1, 2) if t else image[:, :h, :w]
+        out.append(F.resized_crop(stored, *box, [size, size], antialias=True))
+    batch = torch.stack(out)
+    return torch.where(flips[:, None, None, None], batch.flip(-1), batch)
+
+
+def draw_flips(count: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """bool [count]: which images RandomHorizontalFlip(0.5) mirrors."""
+    return torch.rand(count, device=device, generator=generator) < 0.5
 
 
 def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each image of the batch mirrored left-right with probability 1/2 (RandomHorizontalFlip(0.5))."""
-    flip = torch.rand(len(images), device=images.device, generator=generator) < 0.5
+    flip = draw_flips(len(images), images.device, generator)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)

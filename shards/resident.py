@@ -7,8 +7,10 @@ work (shards.device_views augments whole batches on the device). Two forms:
 - `EvalView`: a split's evaluation view (Resize + CenterCrop), computed at load time by the
   streaming reader itself (shards.reader.eval_loader), so both loaders feed the model the
   same pixels: uint8 [N, 3, S, S].
-- `RawImages`: a split's stored images, each at its own size, in one flat uint8 tensor
-  with offsets; RandomResizedCrop needs them.
+- `RawImages`: a split's stored images, each at its own size top-left in a slot of one
+  padded uint8 tensor [N, 3, Hp, Wp], portrait ones transposed (short side first: with
+  VOC's shapes the padding costs ~25%); RandomResizedCrop needs them, and one grid_sample
+  per batch cuts them (shards.device_views).
 
 Rows are in sorted id order whatever order the reader's workers delivered them in, so the
 same index means the same image on every process.
@@ -22,14 +24,17 @@ from pathlib import Path
 
 import torch
 
-from shards.device_views import crop_boxes, crops, random_flips
+import numpy as np
+
+from shards.decoded_cache import Decoded, entry_key, load_or_build
+from shards.device_views import crop_boxes, crop_flips, draw_flips, random_flips
 from shards.manifest import load_manifest, split_entry
 from shards.reader import eval_loader, sample_loader
 
-# Bytes of one stored image when the manifest gives no sizes: a VOC photo (500x375) at the
-# stored short side keeps its 4:3 shape.
-_ASPECT = 4 / 3
-_ORIGINAL_PIXELS = 500 * 375
+# A padded slot of RawImages when the manifest gives no sizes: the long side of VOC's widest
+# common shape (500x300) at the stored short side; 500x500 for images kept at their original size.
+_SLOT_ASPECT = 5 / 3
+_ORIGINAL_SLOT = 500 * 500
 
 
 @dataclass
@@ -40,6 +45,7 @@ class EvalView:
     states: torch.Tensor  # int8 [N, 20] (placeholders for an unlabeled split)
     ids: list[str]
     seconds: float  # time to read, decode and move it
+    source: str = "decoded"  # or "cache" (shards.decoded_cache)
 
     @property
     def nbytes(self) -> int:
@@ -48,20 +54,22 @@ class EvalView:
 
 @dataclass
 class RawImages:
-    """A split's stored images on one device, sorted by id: image i is
-    pixels[offsets[i] : offsets[i] + 3 * heights[i] * widths[i]] viewed as [3, H, W]."""
+    """A split's stored images on one device, sorted by id: image i, [3, heights[i], widths[i]],
+    is images[i, :, :heights[i], :widths[i]], or images[i, :, :widths[i], :heights[i]] transposed
+    where transposed[i] (a portrait image)."""
 
-    pixels: torch.Tensor  # uint8, flat
-    offsets: torch.Tensor  # int64 [N]
-    heights: torch.Tensor  # int64 [N]
+    images: torch.Tensor  # uint8 [N, 3, Hp, Wp]
+    heights: torch.Tensor  # int64 [N], the image's own orientation
     widths: torch.Tensor  # int64 [N]
+    transposed: torch.Tensor  # bool [N]
     states: torch.Tensor  # int8 [N, 20]
     ids: list[str]
     seconds: float
+    source: str = "decoded"
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.pixels, self.offsets, self.heights, self.widths, self.states))
+        return sum(t.nbytes for t in (self.images, self.heights, self.widths, self.transposed, self.states))
 
 
 def train_view(source: RawImages | EvalView, index: torch.Tensor, *, preset: str, image_size: int,
@@ -72,10 +80,10 @@ def train_view(source: RawImages | EvalView, index: torch.Tensor, *, preset: str
         if not isinstance(source, RawImages):
             raise TypeError("crop_flip crops the stored images: load them with load_raw")
         heights, widths = source.heights[index], source.widths[index]
-        images = crops(source.pixels, source.offsets[index], heights, widths,
-                       crop_boxes(heights, widths, generator), image_size)
-    else:
-        images = source.images[index]
+        boxes = crop_boxes(heights, widths, generator)
+        flips = draw_flips(len(index), index.device, generator)
+        return crop_flips(source.images[index], heights, widths, source.transposed[index], boxes, flips, image_size)
+    images = source.images[index]
     return images if preset == "none" else random_flips(images, generator)
 
 
@@ -99,21 +107,30 @@ def load_eval_view(shards_dir: str | Path, split: str, *, image_size: int, devic
         ids=[ids[i] for i in order], seconds=time.perf_counter() - start)
 
 
+def padded(images: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """uint8 [3, H, W] images of any sizes -> RawImages' (images, heights, widths, transposed), on the host."""
+    heights = torch.tensor([image.shape[1] for image in images], dtype=torch.long)
+    widths = torch.tensor([image.shape[2] for image in images], dtype=torch.long)
+    transposed = heights > widths
+    slot = (int(torch.minimum(heights, widths).max()), int(torch.maximum(heights, widths).max())) if images else (0, 0)
+    out = torch.zeros((len(images), 3, *slot), dtype=torch.uint8)
+    for row, image in enumerate(images):
+        stored = image.transpose(1, 2) if image.shape[1] > image.shape[2] else image
+        out[row, :, :stored.shape[1], :stored.shape[2]] = stored
+    return out, heights, widths, transposed
+
+
 def load_raw(shards_dir: str | Path, split: str, *, device: torch.device, num_workers: int) -> RawImages:
-    """All of `split`'s stored images, decoded, at their own sizes."""
+    """All of `split`'s stored images, decoded, at their own sizes (see RawImages)."""
     start = time.perf_counter()
     decoded = [sample for chunk in sample_loader(shards_dir, split=split, num_workers=num_workers) for sample in chunk]
     decoded.sort(key=lambda sample: sample[2])
-    sizes = torch.tensor([image.numel() for image, _, _ in decoded], dtype=torch.long)
-    offsets = torch.cumsum(sizes, 0) - sizes
     # One host buffer, then one copy: thousands of small copies to a GPU would each synchronize.
-    pixels = torch.cat([image.flatten() for image, _, _ in decoded]) if decoded else torch.empty(0, dtype=torch.uint8)
-    return RawImages(
-        pixels=pixels.to(device), offsets=offsets.to(device),
-        heights=torch.tensor([image.shape[1] for image, _, _ in decoded], dtype=torch.long, device=device),
-        widths=torch.tensor([image.shape[2] for image, _, _ in decoded], dtype=torch.long, device=device),
-        states=torch.stack([states for _, states, _ in decoded]).to(device),
-        ids=[image_id for _, _, image_id in decoded], seconds=time.perf_counter() - start)
+    images, heights, widths, transposed = padded([image for image, _, _ in decoded])
+    states = torch.stack([states for _, states, _ in decoded]) if decoded else torch.empty((0, 20), dtype=torch.int8)
+    return RawImages(images=images.to(device), heights=heights.to(device), widths=widths.to(device),
+                     transposed=transposed.to(device), states=states.to(device),
+                     ids=[image_id for _, _, image_id in decoded], seconds=time.perf_counter() - start)
 
 
 def estimate_raw_bytes(shards_dir: str | Path, split: str) -> int:
@@ -121,10 +138,58 @@ def estimate_raw_bytes(shards_dir: str | Path, split: str) -> int:
     manifest = load_manifest(shards_dir)
     count = split_entry(manifest, split, shards_dir)["count"]
     short = manifest.get("image_policy", {}).get("short_side_max")
-    pixels = _ORIGINAL_PIXELS if short is None else short * round(short * _ASPECT)
-    return count * 3 * pixels
+    slot = _ORIGINAL_SLOT if short is None else short * round(short * _SLOT_ASPECT)
+    return count * 3 * slot
 
 
 def eval_view_bytes(count: int, image_size: int) -> int:
     """Bytes of `count` images in the eval view."""
     return count * 3 * image_size * image_size
+
+
+def _decode_eval(shards_dir: str | Path, split: str, image_size: int,
+                 num_workers: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """All of `split` in the eval view on the host, sorted by id: {"images", "states"}, ids."""
+    view = load_eval_view(shards_dir, split, image_size=image_size, device=torch.device("cpu"),
+                          num_workers=num_workers)
+    return {"images": view.images.numpy(), "states": view.states.numpy()}, view.ids
+
+
+RAW_ARRAYS = ("images", "heights", "widths", "transposed", "states")
+
+
+def _decode_raw(shards_dir: str | Path, split: str, num_workers: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    raw = load_raw(shards_dir, split, device=torch.device("cpu"), num_workers=num_workers)
+    return {name: getattr(raw, name).numpy() for name in RAW_ARRAYS}, raw.ids
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # A mapped array stays mapped on CPU (no copy; processes share its pages); a GPU gets one copy.
+    return torch.from_numpy(array).to(device)
+
+
+def cached_eval_view(cache: Path | None, shards_dir: str | Path, split: str, *, image_size: int,
+                     device: torch.device, num_workers: int, rank: int = 0, world_size: int = 1) -> EvalView:
+    """`split`'s eval view through the decoded cache (shards.decoded_cache) at `cache`: all of it
+    decoded or mapped, then this rank's exactly-once share, rows rank, rank + world_size, ..."""
+    key = entry_key(shards_dir, split, {"kind": "eval", "image_size": image_size})
+    found: Decoded = load_or_build(cache, f"{split}-eval{image_size}", key,
+                                   lambda: _decode_eval(shards_dir, split, image_size, num_workers))
+    start = time.perf_counter()
+    images, states, ids = found.arrays["images"], found.arrays["states"], found.ids
+    if world_size > 1:
+        images, states = (np.ascontiguousarray(a[rank::world_size]) for a in (images, states))
+        ids = ids[rank::world_size]
+    return EvalView(images=_tensor(images, device), states=_tensor(states, device), ids=ids,
+                    seconds=found.seconds + time.perf_counter() - start, source=found.source)
+
+
+def cached_raw(cache: Path | None, shards_dir: str | Path, split: str, *, device: torch.device,
+               num_workers: int) -> RawImages:
+    """`split`'s stored images through the decoded cache at `cache` (see `cached_eval_view`)."""
+    key = entry_key(shards_dir, split, {"kind": "raw", "layout": "padded, portrait transposed"})
+    found = load_or_build(cache, f"{split}-raw", key, lambda: _decode_raw(shards_dir, split, num_workers))
+    start = time.perf_counter()
+    arrays = {name: _tensor(found.arrays[name], device) for name in RAW_ARRAYS}
+    return RawImages(ids=found.ids, source=found.source, seconds=found.seconds + time.perf_counter() - start,
+                     **arrays)

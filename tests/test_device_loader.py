@@ -12,8 +12,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from shards.device_views import crop_boxes, crops, random_flips, resized_crops
+from shards.device_views import crop_boxes, crop_flips, random_flips, resized_crop_flips
 from shards.manifest import load_manifest
+from shards.resident import padded
 from trainer.data import ShardStream
 from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader, device_bytes
 from trainer.settings import ConfigError, TrainConfig
@@ -21,30 +22,28 @@ from trainer.settings import ConfigError, TrainConfig
 SIZES = [(256, 341), (341, 256), (256, 256), (256, 900), (97, 120)]
 
 
-def flat(images: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    sizes = torch.tensor([image.numel() for image in images])
-    return (torch.cat([image.flatten() for image in images]), torch.cumsum(sizes, 0) - sizes,
-            torch.tensor([image.shape[1] for image in images]), torch.tensor([image.shape[2] for image in images]))
-
-
-def test_crops_equal_torchvision_resized_crop_of_each_box():
+def test_crop_flips_equal_torchvision_resized_crop_and_flip_of_each_box():
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in SIZES]
-    pixels, offsets, heights, widths = flat(images)
+    stored, heights, widths, transposed = padded(images)
+    assert stored.shape == (len(SIZES), 3, 256, 900) and transposed.tolist() == [False, True, False, False, False]
     for _ in range(10):
         boxes = crop_boxes(heights, widths, generator)
-        batch = resized_crops(pixels, offsets, heights, widths, boxes, 61)
+        flips = torch.rand(len(images), generator=generator) < 0.5
+        batch = resized_crop_flips(stored, transposed, boxes, flips, 61)
         assert batch.shape == (len(images), 3, 61, 61) and batch.dtype == torch.uint8
-        for image, box, crop in zip(images, boxes.tolist(), batch):
+        on_cpu = crop_flips(stored, heights, widths, transposed, boxes, flips, 61)
+        for image, box, flip, crop, cpu_crop in zip(images, boxes.tolist(), flips.tolist(), batch, on_cpu):
             top, left, h, w = box
             assert 0 <= top and top + h <= image.shape[1] and 0 <= left and left + w <= image.shape[2]
-            # The same box through torchvision (bilinear, no antialias): at most 1 grey level apart (rounding).
+            # The same box through torchvision (bilinear, no antialias), then the flip: at most 1 grey
+            # level apart (rounding), the padding and the neighbouring rows never leak in.
             expected = F.resized_crop(image, top, left, h, w, [61, 61], antialias=False)
+            expected = expected.flip(-1) if flip else expected
             assert (expected.int() - crop.int()).abs().max() <= 1, box
-        # On CPU `crops` is torchvision's own antialiased kernel, per image (faster there).
-        on_cpu = crops(pixels, offsets, heights, widths, boxes, 61)
-        for image, (top, left, h, w), crop in zip(images, boxes.tolist(), on_cpu):
-            assert torch.equal(crop, F.resized_crop(image, top, left, h, w, [61, 61], antialias=True))
+            # On CPU `crop_flips` is torchvision's own antialiased kernel, per image (faster there).
+            antialiased = F.resized_crop(image, top, left, h, w, [61, 61], antialias=True)
+            assert torch.equal(cpu_crop, antialiased.flip(-1) if flip else antialiased)
 
 
 def box_statistics(boxes: torch.Tensor, height: int, width: int) -> list[float]:
@@ -82,9 +81,13 @@ def config(shards_dir, **overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize("augment", ["crop_flip", "flip", "none"])
-def test_an_epoch_deals_every_rank_the_same_full_batches_without_repeats(shards_dir, augment):
-    ranks = [DeviceData(config(shards_dir, augment=augment), rank=r, world_size=2, device=torch.device("cpu"))
-             for r in range(2)]
+def test_an_epoch_deals_every_rank_the_same_full_batches_without_repeats(shards_dir, augment, tmp_path):
+    cache = str(tmp_path / "cache")
+    ranks = [DeviceData(config(shards_dir, augment=augment, decoded_cache=cache), rank=r, world_size=2,
+                        device=torch.device("cpu")) for r in range(2)]
+    # Rank 0 decoded every split into the cache, rank 1 mapped them all (its train share too).
+    assert ranks[0].source == "decoded" and ranks[1].source == "cache", (ranks[0].source, ranks[1].source)
+    assert "mapped" in ranks[1].describe() and "cached in" in ranks[0].describe()
     epochs = {}
     for epoch in (1, 2):
         batches = [list(data.train(epoch)) for data in ranks]
@@ -105,16 +108,16 @@ def test_eval_view_is_the_streaming_loaders_pixels_and_every_image_once(shards_d
     cfg = config(shards_dir, augment="crop_flip")
     expected = load_manifest(shards_dir)["splits"]
     for split in ("train", "val", "test"):
+        streamed = {i: image for rank in range(2) for images, _, batch_ids in
+                    ShardStream(cfg, rank=rank, world_size=2).eval(split)[0] for i, image in zip(batch_ids, images)}
         seen = {}
         for rank in range(2):
             device_batches, ids = DeviceData(cfg, rank=rank, world_size=2, device=torch.device("cpu")).eval(split)
-            stream_batches, _ = ShardStream(cfg, rank=rank, world_size=2).eval(split)
-            streamed = {i: image for images, _, batch_ids in stream_batches for i, image in zip(batch_ids, images)}
             for images, _, batch_ids in device_batches:
                 for image_id, image in zip(batch_ids, images):
                     assert image_id not in seen
                     seen[image_id] = image
-                    # The same rank streams it (crop_flip: both read the reader's share), with the same pixels.
+                    # The streaming loader's pixels (the ranks share the split out differently).
                     assert torch.equal(image, streamed[image_id])
             assert ids == expected[split]["ids"]
         assert sorted(seen) == expected[split]["ids"]

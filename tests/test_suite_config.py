@@ -75,6 +75,7 @@ def test_recipe_changing_flag_is_refused_for_each_run_and_nothing_starts(shards_
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--epochs", "abc"], "--epochs: invalid int value: 'abc'"),
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--no-such-flag"], "unrecognized arguments: --no-such"),
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--parallel", "0"], "--parallel must be >= 1"),
+    (["report", "--shards", "{shards}", "--runs", "{runs}", "--per-gpu", "0"], "--per-gpu must be >= 1, got 0"),
     (["report", "--shards", "/no/such/dir", "--runs", "{runs}"], "--shards: no such directory /no/such/dir"),
     (["report", "--shards", "{shards}", "--runs", "{runs}", "--suites", "/no/such.yaml"], "--suites: no such file"),
 ])
@@ -127,6 +128,7 @@ def test_report_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys) -> None
     (["--sbatch-args", "--time=1:00:00"], "--sbatch-args is for --launcher slurm"),
     (["--launcher", "pbs"], "argument --launcher: invalid choice: 'pbs'"),
     (["--parallel", "0", "--launcher", "slurm"], "--parallel must be >= 1, got 0"),
+    (["--per-gpu", "2", "--launcher", "slurm"], "--per-gpu is for --launcher local"),
 ])
 def test_bad_launcher_flags_are_one_line_and_submit_nothing(args, says, shards_dir, tmp_path, capsys) -> None:
     from trainer.suite.cli import main
@@ -164,3 +166,14 @@ def _one_run_suites(folder: Path) -> Path:
     path = folder / "suites.yaml"
     path.write_text(f"simple_only:\n  runs:\n    simple: {REPORT_RECIPES / 'simple.yaml'}\n")
     return path
+
+
+def test_per_gpu_places_up_to_k_experiments_on_each_gpu_spread_over_all_first() -> None:
+    from trainer.suite.cli import SuiteError, gpu_devices, gpu_slots
+
+    assert gpu_slots(["0", "1"], 3, per_gpu=2) == ["0", "1", "0"]
+    assert gpu_slots(["0"], 4, per_gpu=4) == ["0"] * 4
+    assert gpu_slots(["0", "1"], 2, per_gpu=1) == ["0", "1"]  # the default: one experiment per GPU
+    with pytest.raises(SuiteError, match=r"--parallel 5: 2 GPU\(s\) visible and --per-gpu 2 allows 4 experiments"):
+        gpu_slots(["0", "1"], 5, per_gpu=2)
+    assert gpu_devices(3, cpu=True, per_gpu=2) == [None] * 3  # CPU: N processes, as without --per-gpu

@@ -41,3 +41,20 @@ def test_frozen_parameters_stay_out_of_the_optimizer():
     model[0].requires_grad_(False)
     optimizer = build_optimizer(model, "adamw", lr=1e-3, momentum=0.0, weight_decay=0.01)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == 2
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_optimizers_update_like_the_default_ones(name):
+    """The trainer asks for fused kernels on CUDA; torch runs them on CPU too, so the same update is checked here."""
+    steps = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        optimizer = build_optimizer(model, name, lr=0.1, momentum=0.9, weight_decay=0.01, fused=fused)
+        assert bool(optimizer.defaults.get("fused")) is fused
+        for _ in range(3):
+            model(torch.ones(2, 4)).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        steps[fused] = model.weight.detach().clone()
+    assert torch.allclose(steps[False], steps[True], atol=1e-6)

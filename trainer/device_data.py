@@ -22,9 +22,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
+from shards.decoded_cache import cache_root
 from shards.manifest import load_manifest, split_entry
 from shards.reader import Batch, seeded
-from shards.resident import (EvalView, RawImages, estimate_raw_bytes, eval_view_bytes, load_eval_view, load_raw,
+from shards.resident import (EvalView, RawImages, cached_eval_view, cached_raw, estimate_raw_bytes, eval_view_bytes,
                              train_view)
 from trainer.data import DEBUG_BATCHES, RunData, ShardStream
 from trainer.settings import ConfigError, TrainConfig, train_split
@@ -45,22 +46,34 @@ class DeviceData(RunData):
         super().__init__(cfg, rank=rank, world_size=world_size)
         self.device = device
         workers = 0 if cfg.debug else cfg.workers
+        # Whole splits, decoded once or mapped from the decoded cache; each rank then keeps its share.
+        self.cache = cache_root(cfg.decoded_cache, cfg.shards)
         load = dict(image_size=cfg.image_size, device=device, num_workers=workers)
+        share = dict(rank=rank, world_size=world_size)
         # RandomResizedCrop needs the stored images; the other presets start from the eval view.
         if cfg.augment == "crop_flip":
-            self.train_source: RawImages | EvalView = load_raw(cfg.shards, self.train_split, device=device,
-                                                               num_workers=workers)
-            self.views = {self.train_split: load_eval_view(cfg.shards, self.train_split, rank=rank,
-                                                           world_size=world_size, **load)}
+            self.train_source: RawImages | EvalView = cached_raw(self.cache, cfg.shards, self.train_split,
+                                                                 device=device, num_workers=workers)
+            self.views = {self.train_split: cached_eval_view(self.cache, cfg.shards, self.train_split, **load, **share)}
         else:
-            full = load_eval_view(cfg.shards, self.train_split, **load)
+            full = cached_eval_view(self.cache, cfg.shards, self.train_split, **load)
             self.views = {self.train_split: _share(full, rank, world_size)}
             self.train_source = full
         for split in self.eval_splits[1:]:  # --val-split (unless none) and test
-            self.views[split] = load_eval_view(cfg.shards, split, rank=rank, world_size=world_size, **load)
+            self.views[split] = cached_eval_view(self.cache, cfg.shards, split, **load, **share)
         loaded = [self.train_source, *self.views.values()]
         self.nbytes = sum({id(part): part.nbytes for part in loaded}.values())  # the train share may be `full`
         self.load_seconds = sum({id(part): part.seconds for part in loaded}.values())
+        sources = sorted({part.source for part in loaded})
+        self.source = sources[0] if len(sources) == 1 else "partly " + ", partly ".join(sources)
+
+    def describe(self) -> str:
+        """Where the splits came from and how long it took, for the run's `loader:` line."""
+        if self.source == "cache":
+            return f"mapped {self.nbytes / 1e6:.0f} MB from the decoded cache {self.cache} onto {self.device} " \
+                   f"in {self.load_seconds:.1f} s"
+        where = f"; cached in {self.cache}" if self.source == "decoded" and self.cache else ""
+        return f"{self.source} {self.nbytes / 1e6:.0f} MB onto {self.device} in {self.load_seconds:.1f} s{where}"
 
     def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch` from batch `skip` on (see the module doc for the order)."""
@@ -94,7 +107,7 @@ def _share(view: EvalView, rank: int, world_size: int) -> EvalView:
     if world_size == 1:
         return view
     return EvalView(images=view.images[rank::world_size], states=view.states[rank::world_size],
-                    ids=view.ids[rank::world_size], seconds=0.0)
+                    ids=view.ids[rank::world_size], seconds=0.0, source=view.source)
 
 
 def device_bytes(cfg: TrainConfig, world_size: int) -> int:
@@ -145,5 +158,9 @@ def open_data(cfg: TrainConfig, accelerator: Accelerator) -> tuple[RunData, str]
         name, why = choose_loader(cfg.loader, device_bytes(cfg, world), free, device.type)
     if name == "stream":
         return ShardStream(cfg, rank=rank, world_size=world), f"loader: stream ({why})"
-    data = DeviceData(cfg, rank=rank, world_size=world, device=device)
-    return data, f"loader: device ({why}); decoded {data.nbytes / 1e6:.0f} MB onto {device} in {data.load_seconds:.1f} s"
+    # With a cache, each machine's first process decodes and writes it; the others then map it.
+    # Decoding draws from the global RNG (each DataLoader seeds its workers from it) and mapping
+    # does not: fork it, so that dropout etc. are the same whether the data came from the cache.
+    with accelerator.local_main_process_first(), torch.random.fork_rng(devices=[]):
+        data = DeviceData(cfg, rank=rank, world_size=world, device=device)
+    return data, f"loader: device ({why}); {data.describe()}"

@@ -44,7 +44,10 @@ from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_s
 from trainer.resume_point import resume_point
 from trainer.run_lock import RunDirLock
 from trainer.signals import StopSignal
+from trainer.startup import StartClock
 from trainer.watchdog import Watchdog
+
+IMPORTED_AT = time.time()  # the start: line's first phase ends here (trainer/startup.py)
 
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
 PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
@@ -125,6 +128,7 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdog: Watchdog) -> dict:
     wall_start = time.time()
+    clock = StartClock(IMPORTED_AT)
     group_timeout = timedelta(seconds=cfg.hang_timeout + GROUP_TIMEOUT_MARGIN_S) if cfg.hang_timeout > 0 else None
     with watchdog.waiting("every process of the launch to join the process group", phase="set-up"):
         accelerator = Accelerator(
@@ -134,6 +138,7 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
             dynamo_backend="inductor" if cfg.compile else "no",  # Accelerate compiles the model in prepare
             kwargs_handlers=[InitProcessGroupKwargs(timeout=group_timeout)],
         )
+    clock.mark("Accelerator")
     watchdog.identify(Identity(rank=accelerator.process_index, world=accelerator.num_processes,
                                main=accelerator.is_main_process, host=socket.gethostname()), Path(cfg.out))
     with watchdog.waiting("the main process's claim of --out (a broadcast)", phase="set-up"):
@@ -162,11 +167,13 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
         model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    clock.mark("model")
 
     # --- data: streamed from the shards every epoch, or decoded once onto the device (--loader)
     with watchdog.waiting("the data to load (--loader; decoding onto the device, or the shards' manifest)",
                           phase="set-up"):
         data, loader_line = open_data(cfg, accelerator)
+    clock.mark("data")
     say(loader_line)
     if not data.checksummed:
         say(f"[yellow]warning: {cfg.shards}/manifest.json has no sha256 checksums (packed by an older shards.pack): "
@@ -176,7 +183,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     positives, count = data.train_positives()
     loss_fn = build_loss(cfg.loss, auto_pos_weight(positives, count) if cfg.pos_weight == "auto" else None)
     loss_fn = loss_fn.to(accelerator.device)
-    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                fused=accelerator.device.type == "cuda")
     updates_per_epoch = data.batches // cfg.grad_accum
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=updates_per_epoch * cfg.epochs,
                                 warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
@@ -186,6 +194,7 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     # --- fresh start or resume
     with watchdog.waiting("the run's state to load (--resume) and its files to be written", phase="set-up"):
         state = start_or_resume(cfg, accelerator, say)
+    clock.mark("prepare and resume")
     # The run's clock: this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds).
     run_start = wall_start - state.wall_seconds
     if cfg.log_with != "none":
@@ -213,6 +222,10 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
             for so_far in watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
                                          first=skip // cfg.grad_accum, count="update", phase="train", epoch=epoch):
                 update = so_far.batch // cfg.grad_accum  # updates done in this epoch, the same on every rank
+                if not clock.done:
+                    clock.mark("first step")
+                    clock.done = True
+                    say(clock.line())
                 if progress.live and (update % PROGRESS_EVERY == 0 or so_far.batch == data.batches):
                     images_per_s = (so_far.batch - skip) * cfg.batch_size * world / max(so_far.seconds, 1e-9)
                     progress.update(so_far.batch, so_far.loss_sum.item() / (so_far.batch - skip), images_per_s)

@@ -26,7 +26,6 @@ None in the lists, named in "missing" and left out of the means.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES, NUM_CLASSES
 from trainer.cli import OneLineParser, refuse
@@ -96,6 +95,8 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
     float|None (None only if no class has a positive), "missing": class names without a
     positive image, "positives": images with state 1 per class}.
     """
+    import sklearn.metrics  # here, not at the top: ~1 s of a run's start, and the first step needs none of it
+
     states, scores = _check_inputs(states, scores)
     positives = [int(n) for n in np.sum(states == 1, axis=0)]
     ap: list[float | None] = []
@@ -105,7 +106,7 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
             ap.append(None)
             ap_voc07.append(None)
             continue
-        ap.append(_unit(average_precision_score(states[:, c] == 1, scores[:, c])))
+        ap.append(_unit(sklearn.metrics.average_precision_score(states[:, c] == 1, scores[:, c])))
         ap_voc07.append(voc07_ap(states[:, c], scores[:, c]))
     return {
         "ap": ap,

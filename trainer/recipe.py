@@ -46,15 +46,21 @@ def auto_pos_weight(positives: dict[str, int], count: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def build_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD (with momentum), Adam or AdamW over the parameters that require grad (frozen ones stay out)."""
+def build_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (with momentum), Adam or AdamW over the parameters that require grad (frozen ones stay out).
+
+    fused: torch's fused kernel (one launch for all parameters instead of a few per tensor); the
+    trainer asks for it on CUDA, where a small model's step is launch-bound, and not on CPU.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    kernel = {"fused": True} if fused else {}
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kernel)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kernel)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kernel)
     raise ValueError(f"unknown optimizer '{name}'; known: sgd, adam, adamw")
 
 

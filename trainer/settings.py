@@ -72,6 +72,9 @@ class TrainConfig:
     loader: str = field(default="auto", **_opt("data source: stream decodes the shards every epoch; device decodes them once into "
                                                "the device's memory; auto picks device when it fits (trainer/device_data.py)",
                                                ("auto", "stream", "device")))
+    decoded_cache: str = field(default="auto", **_opt(
+        "--loader device keeps the decoded splits here for later runs (shards/decoded_cache.py): auto = SHARDS/cache "
+        "when the shard folder is writable, else ~/.cache/voc-trainer/decoded; off; or a folder"))
     compile: bool = field(default=False, **_opt("torch.compile the model (inductor, through Accelerate); the first steps compile"))
     workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
     seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))

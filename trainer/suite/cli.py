@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m trainer.suite", description=__doc__.split("\n\n")[0], epilog=EPILOG,
-                     usage="%(prog)s SUITE --shards DIR --runs RUNS [--parallel N] [--launcher local|slurm] "
+                     usage="%(prog)s SUITE --shards DIR --runs RUNS [--parallel N] [--per-gpu K] [--launcher local|slurm] "
                            "[--sbatch-args OPTIONS] [--allow-recipe-change] [--suites FILE] [TRAINER FLAGS...] | "
                            "SUITE --runs RUNS --status | --list",
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -60,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", metavar="DIR", help="shards directory (python -m shards.pack --out)")
     parser.add_argument("--runs", metavar="RUNS", help="directory of the run directories, one per experiment: RUNS/<run name>")
     parser.add_argument("--parallel", type=int, metavar="N",
-                        help="experiments at once: one per GPU on a GPU node (at most the visible GPUs), "
+                        help="experiments at once: one per GPU on a GPU node (at most the visible GPUs x --per-gpu), "
                              "else N CPU processes sharing the cores (default 1); with --launcher slurm the "
                              "array's throttle %%N (default: as many as the cluster runs)")
+    parser.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                        help="experiments that may share one GPU (default 1): a report run holds ~3 GB of "
+                             "activations plus its decoded splits (~2.5 GB at VOC07 size), so 4 fit a 40 GB "
+                             "GPU; small models step faster side by side than alone (launch-bound); GPUs only")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local: this machine's processes (default); slurm: one job array of cluster/train.sbatch")
     parser.add_argument("--sbatch-args", default="", metavar="OPTIONS",
@@ -84,17 +88,24 @@ def print_suites(suites: dict, console: Console) -> None:
             console.print(f"  {run.name:<{width}}  {shown_path(run.recipe)}", highlight=False, soft_wrap=True)
 
 
-def gpu_devices(parallel: int, cpu: bool) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES value per slot (None: CPU). One experiment per GPU, never several on one."""
+def gpu_devices(parallel: int, cpu: bool, per_gpu: int = 1) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES value per slot (None: CPU): at most `per_gpu` experiments per GPU."""
     if cpu or not torch.cuda.is_available():
         return [None] * parallel
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else \
         [str(i) for i in range(torch.cuda.device_count())]
-    if parallel > len(ids):
-        raise SuiteError(f"--parallel {parallel}: {len(ids)} GPU(s) visible and the suite runs one experiment per "
-                         f"GPU; use --parallel {len(ids)} or fewer (or --cpu to run CPU processes)")
-    return ids[:parallel]
+    return gpu_slots(ids, parallel, per_gpu)
+
+
+def gpu_slots(ids: list[str], parallel: int, per_gpu: int) -> list[str]:
+    """`parallel` slots over the GPUs `ids`, at most `per_gpu` on each, spread over all GPUs first."""
+    slots = [gpu for _ in range(per_gpu) for gpu in ids]
+    if parallel > len(slots):
+        raise SuiteError(f"--parallel {parallel}: {len(ids)} GPU(s) visible and --per-gpu {per_gpu} allows "
+                         f"{len(slots)} experiments at once; use --parallel {len(slots)} or fewer, a larger "
+                         "--per-gpu, or --cpu to run CPU processes")
+    return slots[:parallel]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             return print_status(_status_check(args, flags, suites), Path(args.runs), console)
         suite, given = _check(args, flags, suites)
-        devices = gpu_devices(args.parallel or 1, bool(given.get("cpu"))) if args.launcher == "local" else []
+        devices = gpu_devices(args.parallel or 1, bool(given.get("cpu")), args.per_gpu) \
+            if args.launcher == "local" else []
     except (SuiteError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -166,6 +178,10 @@ def _check(args: argparse.Namespace, flags: list[str], suites: dict) -> tuple:
             raise SuiteError(f"--{name} is required")
     if args.parallel is not None and args.parallel < 1:
         raise SuiteError(f"--parallel must be >= 1, got {args.parallel}")
+    if args.per_gpu < 1:
+        raise SuiteError(f"--per-gpu must be >= 1, got {args.per_gpu}")
+    if args.per_gpu != 1 and args.launcher != "local":
+        raise SuiteError("--per-gpu is for --launcher local (a SLURM array task gets its own GPUs)")
     if args.sbatch_args and args.launcher != "slurm":
         raise SuiteError("--sbatch-args is for --launcher slurm")
     if args.launcher == "slurm" and shutil.which("sbatch") is None:  # before the runs are planned (seconds)
