@@ -72,6 +72,9 @@ class DeviceData(RunData):
         if self.source == "cache":
             return f"mapped {self.nbytes / 1e6:.0f} MB from the decoded cache {self.cache} onto {self.device} " \
                    f"in {self.load_seconds:.1f} s"
+        if self.source.startswith("partly"):  # some splits cached by an earlier run, the others decoded now
+            return f"decoded {self.nbytes / 1e6:.0f} MB onto {self.device} in {self.load_seconds:.1f} s, partly " \
+                   f"mapped from the decoded cache {self.cache}"
         where = f"; cached in {self.cache}" if self.source == "decoded" and self.cache else ""
         return f"{self.source} {self.nbytes / 1e6:.0f} MB onto {self.device} in {self.load_seconds:.1f} s{where}"
 
