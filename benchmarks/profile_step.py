@@ -29,17 +29,14 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import LOADERS, all_epochs, synchronize  # noqa: E402  (a sibling script, not a package)
+from throughput import LOADERS, all_epochs, prepared_step, synchronize  # noqa: E402  (a sibling script, not a package)
 
 from models import list_models  # noqa: E402
 from trainer.device_data import open_data  # noqa: E402
 from trainer.loop import train_updates  # noqa: E402
-from trainer.network import build_model  # noqa: E402
-from trainer.recipe import build_loss, build_optimizer, build_scheduler  # noqa: E402
 from trainer.settings import TrainConfig  # noqa: E402
 
 TOP = 15
@@ -101,18 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(shards=str(args.shards), model=args.model, batch_size=args.batch_size,
                       image_size=args.image_size, augment=args.augment, mixed_precision=args.mixed_precision,
                       channels_last=args.channels_last, workers=args.workers)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, step_scheduler_with_optimizer=False)
+    accelerator, model, step_args = prepared_step(cfg)
     device = accelerator.device
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                fused=device.type == "cuda")
-    scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=1, warmup_updates=0)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    step_args = dict(optimizer=optimizer, scheduler=scheduler, loss_fn=build_loss(cfg.loss).to(device),
-                     accelerator=accelerator, channels_last=cfg.channels_last)
     result: dict = {"model": cfg.model, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                     "mixed_precision": cfg.mixed_precision, "channels_last": cfg.channels_last, "device": str(device),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -113,12 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = TrainConfig(shards=str(args.shards), model=args.model, batch_size=args.batch_size,
-                      image_size=args.image_size, augment=args.augment, mixed_precision=args.mixed_precision,
-                      channels_last=args.channels_last, compile=args.compile, workers=args.workers, cpu=args.cpu)
-    # The same Accelerator settings as trainer/main.py builds.
+def prepared_step(cfg: TrainConfig) -> tuple[Accelerator, torch.nn.Module, dict]:
+    """The Accelerator, model and train_step keyword arguments trainer/main.py would build for `cfg`
+    (its Accelerator settings, channels_last, fused optimizers on CUDA; one update of schedule)."""
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu, step_scheduler_with_optimizer=False,
                               dynamo_backend="inductor" if cfg.compile else "no")
     device = accelerator.device
@@ -127,12 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                fused=device.type == "cuda")  # as trainer/main.py
+                                fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=1, warmup_updates=0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    loss_fn = build_loss(cfg.loss).to(device)
-    step_args = dict(optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, accelerator=accelerator,
-                     channels_last=cfg.channels_last)
+    step_args = dict(optimizer=optimizer, scheduler=scheduler, loss_fn=build_loss(cfg.loss).to(device),
+                     accelerator=accelerator, channels_last=cfg.channels_last)
+    return accelerator, model, step_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = TrainConfig(shards=str(args.shards), model=args.model, batch_size=args.batch_size,
+                      image_size=args.image_size, augment=args.augment, mixed_precision=args.mixed_precision,
+                      channels_last=args.channels_last, compile=args.compile, workers=args.workers, cpu=args.cpu)
+    accelerator, model, step_args = prepared_step(cfg)
+    device = accelerator.device
 
     # (a) one batch already on the device, every step
     images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,

@@ -120,17 +120,23 @@ def load_or_build(root: Path | None, name: str, key: str,
             if entry.exists():
                 warnings.warn(f"decoded cache {entry} is damaged ({found}): rebuilding it", DecodedCacheWarning)
                 shutil.rmtree(entry, ignore_errors=True)
-            arrays, ids = build()
-            source = _write(entry, key, arrays, ids)
-            found = _open(entry, key) if source == "decoded" else Decoded(arrays, ids, source, 0.0)
-            if isinstance(found, str):  # written but unreadable: serve what was decoded
-                found = Decoded(arrays, ids, f"decoded, not cached: {found}", 0.0)
-            elif source == "decoded":
-                found.source = "decoded"
+            found = _build_and_map(entry, key, build)
     finally:
         lock.release()
     found.seconds = time.perf_counter() - start
     return found
+
+
+def _build_and_map(entry: Path, key: str, build: Callable[[], tuple[dict[str, np.ndarray], list[str]]]) -> Decoded:
+    """Decode, write the entry, and serve it mapped (pages shared with the other processes of the
+    host, not this process's private copy); the decoded arrays when it could not be written or read."""
+    arrays, ids = build()
+    why = _write(entry, key, arrays, ids)
+    mapped = _open(entry, key) if why is None else why
+    if isinstance(mapped, str):
+        return Decoded(arrays, ids, f"decoded, not cached: {mapped}", 0.0)
+    mapped.source = "decoded"
+    return mapped
 
 
 def _wait_for_lock(path: Path, entry: Path) -> FolderLock:
@@ -146,8 +152,8 @@ def _wait_for_lock(path: Path, entry: Path) -> FolderLock:
             time.sleep(POLL_S)
 
 
-def _write(entry: Path, key: str, arrays: dict[str, np.ndarray], ids: list[str]) -> str:
-    """'decoded' when the entry is in place, else 'decoded, not cached: WHY' (nothing half-written stays)."""
+def _write(entry: Path, key: str, arrays: dict[str, np.ndarray], ids: list[str]) -> str | None:
+    """None when the entry is in place, else why it is not (nothing half-written stays)."""
     tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -161,12 +167,12 @@ def _write(entry: Path, key: str, arrays: dict[str, np.ndarray], ids: list[str])
                 "arrays": {n: {"shape": list(a.shape), "dtype": a.dtype.str} for n, a in arrays.items()}}
         (tmp / META).write_text(json.dumps(meta))  # last: its presence means every array is complete
         os.rename(tmp, entry)
-        return "decoded"
+        return None
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         why = f"cannot write {entry}: {err.strerror or err}"
         warnings.warn(f"decoded cache: {why}; this run decoded without it", DecodedCacheWarning)
-        return f"decoded, not cached: {why}"
+        return why
 
 
 def _open(entry: Path, key: str) -> Decoded | str:

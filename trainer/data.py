@@ -16,7 +16,7 @@ from itertools import islice
 from shards.manifest import is_labeled, load_manifest, skipped_ids, split_entry
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
-from trainer.settings import ConfigError, TrainConfig, train_split
+from trainer.settings import ConfigError, TrainConfig, eval_splits, train_split
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 
@@ -29,10 +29,8 @@ class RunData:
         manifest = load_manifest(cfg.shards)
         # trainer.config.validate verified the checksums; a manifest without any gets a warning from main.
         self.checksummed = has_checksums(manifest)
-        # What the run trains on ("train", or "train+val": --train-splits) and every split it evaluates:
-        # the training data (train mAP), the --val-split unless none, and test.
-        self.train_split = train_split(cfg)
-        self.eval_splits = (self.train_split, *(() if cfg.val_split == "none" else (cfg.val_split,)), "test")
+        # What the run trains on ("train", or "train+val": --train-splits) and every split it evaluates.
+        self.train_split, self.eval_splits = train_split(cfg), eval_splits(cfg)
         entries = {split: split_entry(manifest, split, cfg.shards) for split in self.eval_splits}
         self.split_ids = {split: entry["ids"] for split, entry in entries.items()}
         self._labeled = {split: is_labeled(entry) for split, entry in entries.items()}

@@ -28,7 +28,7 @@ from shards.reader import Batch, seeded
 from shards.resident import (EvalView, RawImages, cached_eval_view, cached_raw, estimate_raw_bytes, eval_view_bytes,
                              train_view)
 from trainer.data import DEBUG_BATCHES, RunData, ShardStream
-from trainer.settings import ConfigError, TrainConfig, train_split
+from trainer.settings import ConfigError, TrainConfig, eval_splits
 
 AUTO_FRACTION = 0.5  # --loader auto keeps the data on the device when it needs at most this part of the free memory
 DEVICE_FRACTION = 0.9  # --loader device refuses to start above this part (the model and activations need the rest)
@@ -115,8 +115,8 @@ def _share(view: EvalView, rank: int, world_size: int) -> EvalView:
 
 def device_bytes(cfg: TrainConfig, world_size: int) -> int:
     """What DeviceData will hold per process (an estimate for the stored images: see shards.resident)."""
-    manifest, trained = load_manifest(cfg.shards), train_split(cfg)
-    evaluated = [trained, *(() if cfg.val_split == "none" else (cfg.val_split,)), "test"]
+    manifest, evaluated = load_manifest(cfg.shards), eval_splits(cfg)
+    trained = evaluated[0]
     counts = {split: split_entry(manifest, split, cfg.shards)["count"] for split in evaluated}
     share = {split: -(-count // world_size) for split, count in counts.items()}  # the largest rank's
     if cfg.augment == "crop_flip":

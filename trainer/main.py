@@ -170,7 +170,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     clock.mark("model")
 
     # --- data: streamed from the shards every epoch, or decoded once onto the device (--loader)
-    with watchdog.waiting("the data to load (--loader; decoding onto the device, or the shards' manifest)",
+    with watchdog.waiting("the data to load (--loader: decoding onto the device, the decoded cache or another "
+                          "process building it, or the shards' manifest)",
                           phase="set-up"):
         data, loader_line = open_data(cfg, accelerator)
     clock.mark("data")
@@ -222,10 +223,8 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
             for so_far in watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
                                          first=skip // cfg.grad_accum, count="update", phase="train", epoch=epoch):
                 update = so_far.batch // cfg.grad_accum  # updates done in this epoch, the same on every rank
-                if not clock.done:
-                    clock.mark("first step")
-                    clock.done = True
-                    say(clock.line())
+                if (start_line := clock.first_step()) is not None:
+                    say(start_line)
                 if progress.live and (update % PROGRESS_EVERY == 0 or so_far.batch == data.batches):
                     images_per_s = (so_far.batch - skip) * cfg.batch_size * world / max(so_far.seconds, 1e-9)
                     progress.update(so_far.batch, so_far.loss_sum.item() / (so_far.batch - skip), images_per_s)
@@ -265,14 +264,14 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
                 train_eval = evaluate_split(model, data, data.train_split, accelerator, loss_fn, watchdog=watchdog,
                                             epoch=epoch)
                 row.update(train_map=train_eval.metrics["map"])
+                val_map = None if val is None else val.metrics["map"]
                 if val is not None:
-                    row.update(val_loss=val.loss, val_map=val.metrics["map"])
-                if val is not None and val.metrics["map"] is not None and \
-                        (state.best_val_map is None or val.metrics["map"] > state.best_val_map):
+                    row.update(val_loss=val.loss, val_map=val_map)
+                if val_map is not None and (state.best_val_map is None or val_map > state.best_val_map):
                     # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
                     with watchdog.waiting("best/ to be saved (barriers of every rank)", phase="checkpoint", epoch=epoch):
-                        checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val.metrics["map"])
-                    state.best_val_map, state.best_epoch = val.metrics["map"], epoch
+                        checkpoint.save_best(accelerator, model, run_dir, epoch=epoch, val_map=val_map)
+                    state.best_val_map, state.best_epoch = val_map, epoch
             row["seconds"] = time.time() - epoch_start + state.partial_seconds
 
             # --- checkpoint, then the history row (only now that its checkpoint exists)

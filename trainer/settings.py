@@ -142,6 +142,11 @@ def train_split(cfg: TrainConfig) -> str:
     return "+".join(train_split_names(cfg))
 
 
+def eval_splits(cfg: TrainConfig) -> tuple[str, ...]:
+    """Every split a run evaluates: its training data (train mAP), the --val-split unless none, and test."""
+    return (train_split(cfg), *(() if cfg.val_split == "none" else (cfg.val_split,)), "test")
+
+
 def as_dict(cfg: TrainConfig) -> dict:
     """Plain dict of every field, for config.yaml and experiment trackers."""
     return dataclasses.asdict(cfg)

@@ -21,12 +21,20 @@ class StartClock:
         self.begin = psutil.Process().create_time()
         self.phases: list[tuple[str, float]] = [("interpreter and imports", imported_at - self.begin)]
         self.last = time.time()  # the time between the imports and this run's start goes to the next phase
-        self.done = False
+        self._said = False
 
     def mark(self, phase: str) -> None:
         now = time.time()
         self.phases.append((phase, now - self.last))
         self.last = now
+
+    def first_step(self) -> str | None:
+        """At the end of the first step: closes it and returns the line; None ever after."""
+        if self._said:
+            return None
+        self._said = True
+        self.mark("first step")
+        return self.line()
 
     def line(self) -> str:
         total = self.last - self.begin
