@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +95,28 @@ def test_a_second_builder_waits_for_the_first_and_maps_its_entry(tmp_path):
     result: dict = {}
     second = threading.Thread(target=lambda: result.update(got=load_or_build(cache, "x", key, never)))
     second.start()
+    _until_waiting_for_the_lock(second)  # before the entry exists: it cannot have found it on the warm path
     built = load_or_build(tmp_path / "elsewhere", "x", key, lambda: (arrays, ["a"]))  # the first's decode
     shutil.copytree(tmp_path / "elsewhere" / entry.name, entry)
     first.release()
     second.join(timeout=60)
     assert not second.is_alive() and built.source == "decoded"
     assert result["got"].source == "cache" and np.array_equal(result["got"].arrays["pixels"], arrays["pixels"])
+
+
+def _until_waiting_for_the_lock(thread: threading.Thread, limit: float = 60) -> None:
+    """Return once `thread` is inside shards.decoded_cache's lock wait (read from its live stack)."""
+    deadline = time.monotonic() + limit
+    while True:
+        frame = sys._current_frames().get(thread.ident)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if "_wait_for_lock" in names:
+            return
+        assert thread.is_alive() and time.monotonic() < deadline, "the second builder never waited for the lock"
+        time.sleep(0.01)
 
 
 def test_an_unwritable_cache_decodes_and_says_so(tmp_path):
