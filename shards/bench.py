@@ -76,7 +76,7 @@ def shard_batches(shards: Path, split: str, batch_size: int, workers: int) -> It
 
 
 def device_batches(raw: RawImages, batch_size: int, seed: int = 0) -> Iterator[tuple]:
-    """(c): endless batches from a split held on raw's device, as trainer.device_data makes them."""
+    """(c): endless batches from a split held on raw's device, as trainer.data.device makes them."""
     if len(raw.ids) < batch_size:
         raise ValueError(f"the split has {len(raw.ids)} images, fewer than one batch of {batch_size}")
     device = raw.images.device

@@ -17,7 +17,7 @@ and processes on one host share those pages.
   needs the same entry waits for the first instead of decoding it again, then maps its result.
 - An entry that is there but unreadable (meta.json missing or damaged, an array missing,
   truncated or of the wrong shape) is removed and rebuilt, with a warning; never served.
-- Where (`--decoded-cache`, trainer.settings): `auto` = `SHARDS/cache/` when the shard folder is
+- Where (`--decoded-cache`, trainer.config.fields): `auto` = `SHARDS/cache/` when the shard folder is
   writable, else `$XDG_CACHE_HOME/voc-trainer/decoded` (~/.cache/...); `off`; or a folder.
   A cache that cannot be written (read-only, disk full) is not fatal: the run decodes as
   without one and says so.

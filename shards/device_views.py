@@ -1,6 +1,6 @@
 """The train-time views of shards.presets computed for a whole batch at once, on the device.
 
-The device loader (shards.resident, trainer.device_data) keeps a split's decoded images in
+The device loader (shards.resident, trainer.data.device) keeps a split's decoded images in
 one padded uint8 tensor [N, 3, Hp, Wp] on the training device, each image top-left in its
 slot at its own size (portrait ones transposed, so that the short sides line up and the
 padding stays small). Here a batch of them becomes a uint8 [B, 3, S, S] batch without a

@@ -4,7 +4,7 @@
 its VOC2007 folder or an official tar) through shards.sources and shards.annotations, so
 the states are the ones packing would store. `shard_split_labels` reads the json record of
 each sample in packed shards. Both return (ids sorted, states int8 [N, 20] devkit 1/0/-1),
-rows in id order, the order the trainer's test arrays have (trainer.evaluate sorts by id).
+rows in id order, the order the trainer's test arrays have (trainer.evaluation.evaluate sorts by id).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ locked is still the one at the path, since a process that opened the file just b
 removal could otherwise hold a lock on a deleted file while a third process locks a new one.
 
 Used by shards.pack (a lock next to the shard folder it creates) and, through
-trainer.run_lock, by the trainer (a lock inside the run directory).
+trainer.rundir.lock, by the trainer (a lock inside the run directory).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ unpickle its dataset: `_main_preload`) once; each worker start is then a fork of
 (README: Loaders).
 
 Stop signals: schedulers signal whole process groups (torchrun's killpg, SLURM's step), and a
-loader worker must not die of it: the training process decides (trainer/signals.py). A
+loader worker must not die of it: the training process decides (trainer/faults/signals.py). A
 forkserver worker inherits the server's signal mask, not the caller's, so the shield is here:
 the server is started with STOP_SIGNALS blocked (it must survive them too: a dead server makes
 the trainer count its live workers as dead), and `init_worker` blocks them again in each
@@ -49,7 +49,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-# What a scheduler or a terminal sends to stop a run (trainer.signals handles them in the trainer).
+# What a scheduler or a terminal sends to stop a run (trainer.faults.signals handles them in the trainer).
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 # Imported once by the server. torchvision.transforms.v2 and webdataset are what unpickling a

@@ -21,8 +21,8 @@ from torch import nn
 from shards.classes import NUM_LOGITS
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
-from trainer.evaluate import evaluate
-from trainer.outputs import write_submission
+from trainer.evaluation.evaluate import evaluate
+from trainer.rundir.outputs import write_submission
 
 IMAGE_SIZE = 32  # small images: a CPU forward in milliseconds
 BATCH_SIZE = 3  # does not divide the split sizes: last batches are short

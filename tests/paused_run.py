@@ -37,11 +37,11 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import trainer.data
+import trainer.data.stream
 import trainer.main
-from trainer.data import ShardStream
-from trainer.device_data import DeviceData
-from trainer.signals import STOP_SIGNALS
+from trainer.data.stream import ShardStream
+from trainer.data.device import DeviceData
+from trainer.faults.signals import STOP_SIGNALS
 
 WAIT_LIMIT_S = 300  # a test that never signals fails instead of hanging CI
 
@@ -107,7 +107,7 @@ def pause_training(epoch: int, batch: int, marker: Path, signals: int = 1, relea
 def freeze_eval_worker(split: str, marker: Path) -> None:
     """From now on in this process, rank 0's next SPLIT eval loader gets a worker that stops itself."""
     from worker_freeze import freeze  # by module name: the worker imports it to unpickle its init function
-    real_eval_loader = trainer.data.eval_loader
+    real_eval_loader = trainer.data.stream.eval_loader
 
     def eval_loader(*args, **kwargs):
         loader = real_eval_loader(*args, **kwargs)
@@ -116,7 +116,7 @@ def freeze_eval_worker(split: str, marker: Path) -> None:
             loader.worker_init_fn = functools.partial(freeze, str(marker), loader.worker_init_fn)
         return loader
 
-    trainer.data.eval_loader = eval_loader
+    trainer.data.stream.eval_loader = eval_loader
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from trainer import checkpoint
-from trainer.checkpoint import RunState
-from trainer.checkpoint_sums import SUMS_FILE, damage
+from trainer.rundir import checkpoint
+from trainer.rundir.checkpoint import RunState
+from trainer.rundir.sums import SUMS_FILE, damage
 from trainer.config import TrainConfig
 from trainer.main import start_or_resume
-from trainer.resume_point import NoIntactCheckpoint, resume_point
+from trainer.rundir.resume import NoIntactCheckpoint, resume_point
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
 
 from cli_in_process import run_module
-from trainer import config, metrics
+from trainer.config import parse as config
+from trainer.evaluation import metrics
 
 
 def _one_error_line(status: int, capsys: pytest.CaptureFixture) -> str:
@@ -59,7 +60,7 @@ def test_help_shows_shards_and_out_as_required_without_a_none_default():
 
 
 def test_metrics_module_points_to_the_scoring_command(capsys):
-    # printed nothing before: the module had no command (`python -m trainer.metrics`, in this process)
-    code, out, _ = run_module("trainer.metrics", ["--help"], capsys)
+    # printed nothing before: the module had no command (`python -m trainer.evaluation.metrics`, in this process)
+    code, out, _ = run_module("trainer.evaluation.metrics", ["--help"], capsys)
     assert code == 0 and "python -m trainer.score SUBMISSION.csv" in out
     assert "python -m trainer.score" in _one_error_line(metrics.main([]), capsys)

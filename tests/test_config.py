@@ -11,7 +11,7 @@ from models import list_models
 from shards.pack import PackOptions, pack
 from shards.synth import generate
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
-from trainer.provenance import write_run_config
+from trainer.rundir.provenance import write_run_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Every trainer recipe shipped (suites.yaml lists runs, it is not one: tests/test_suite_config.py checks it).

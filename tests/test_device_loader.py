@@ -15,9 +15,9 @@ from torchvision.transforms.v2 import functional as F
 from shards.device_views import crop_boxes, crop_flips, random_flips, resized_crop_flips
 from shards.manifest import load_manifest
 from shards.resident import padded
-from trainer.data import ShardStream
-from trainer.device_data import AUTO_FRACTION, DeviceData, choose_loader, device_bytes
-from trainer.settings import ConfigError, TrainConfig
+from trainer.data.stream import ShardStream
+from trainer.data.device import AUTO_FRACTION, DeviceData, choose_loader, device_bytes
+from trainer.config import ConfigError, TrainConfig
 
 SIZES = [(256, 341), (341, 256), (256, 256), (256, 900), (97, 120)]
 

@@ -24,7 +24,7 @@ from ddp_evaluate_script import BATCH_SIZE, IMAGE_SIZE, tiny_net
 from shards.classes import CLASSES, NUM_CLASSES
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
-from trainer.evaluate import evaluate
+from trainer.evaluation.evaluate import evaluate
 
 SCRIPT = Path(__file__).with_name("ddp_evaluate_script.py")
 REPO = SCRIPT.parent.parent

@@ -1,7 +1,7 @@
 """A trainer leaves promptly when it cannot go on: a peer rank died, or the user aborted.
 
 Both used to hang in the exit: multiprocessing ends a process's loader workers with SIGTERM,
-which they block (trainer.signals), and then waits for them. With a launcher the survivor
+which they block (trainer.faults.signals), and then waits for them. With a launcher the survivor
 stayed 30 s until the launcher's SIGKILL; without one it waited forever.
 """
 
@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from train_helpers import TINY, WORKERS, ddp, kill_launch, single, start, wait_until
-from trainer.checkpoint import latest_checkpoint
+from trainer.rundir.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_a_stop_signal_repeated_while_the_trainer_exits_does_not_kill_it():
     handlers; Ctrl-C still ends an exiting process."""
     script = """
 import os, signal, subprocess
-from trainer.signals import StopSignal
+from trainer.faults.signals import StopSignal
 with StopSignal() as stop:
     os.kill(os.getpid(), signal.SIGUSR1)  # delivered before kill() returns: the handler records it
 assert stop.received == signal.SIGUSR1

@@ -1,5 +1,5 @@
-"""No wait lasts forever: --hang-timeout ends a stuck process in one line (trainer/watchdog.py), and
-the launch ends with the fault's exit status (trainer/faults.py, trainer/launch.py).
+"""No wait lasts forever: --hang-timeout ends a stuck process in one line (trainer/faults/watchdog.py), and
+the launch ends with the fault's exit status (trainer/faults/exits.py, trainer/launch.py).
 
 The watchdog is checked in a small process stuck for good in C (a lock nobody releases); the run
 with a real frozen rank (SIGSTOP, as a stopped node or a debugger would leave it) is checked through
@@ -22,16 +22,16 @@ import pytest
 
 from train_helpers import (ROOT, TINY, WORKERS, children, ddp, env, history, kill_launch, run, running, start,
                            wait_until)
-from trainer.faults import EXIT_BAD_INPUT, EXIT_HANG, EXIT_IO, EXIT_PEER, Identity, as_fault
+from trainer.faults.exits import EXIT_BAD_INPUT, EXIT_HANG, EXIT_IO, EXIT_PEER, Identity, as_fault
 from trainer.launch import exit_status
-from trainer.settings import ConfigError
-from trainer.watchdog import STOP_GRACE_S
+from trainer.config import ConfigError
+from trainer.faults.watchdog import STOP_GRACE_S
 
 STUCK = """
 import signal, sys, threading
 from pathlib import Path
-from trainer.faults import Identity
-from trainer.watchdog import Watchdog
+from trainer.faults.exits import Identity
+from trainer.faults.watchdog import Watchdog
 signal.signal(signal.SIGTERM, lambda *_: None)  # recorded and ignored, as the trainer's handler does
 held = threading.Lock()
 held.acquire()

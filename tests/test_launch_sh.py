@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from train_helpers import ROOT, TINY, WORKERS, env, wait_until
-from trainer.checkpoint import latest_checkpoint
+from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.main import STOP_CHECK_UPDATES
 
 LAUNCH = str(ROOT / "launch.sh")

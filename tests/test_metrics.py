@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES, NUM_CLASSES
-from trainer.metrics import average_precisions, voc07_ap
+from trainer.evaluation.metrics import average_precisions, voc07_ap
 
 
 def _one_class(labels: list[int], scores: list[float]) -> tuple[np.ndarray, np.ndarray]:

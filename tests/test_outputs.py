@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 
 from shards.classes import CLASSES, NUM_CLASSES
-from trainer.metrics import average_precisions
-from trainer.outputs import ap_table, write_per_class_ap, write_submission, write_summary
-from trainer.plots import history_figures, plot_history
+from trainer.evaluation.metrics import average_precisions
+from trainer.rundir.outputs import ap_table, write_per_class_ap, write_submission, write_summary
+from trainer.rundir.plots import history_figures, plot_history
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

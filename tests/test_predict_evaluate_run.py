@@ -23,9 +23,9 @@ from shards.classes import CLASSES
 from shards.reader import decode_rgb
 from train_helpers import TINY, run, single
 from trainer.tools import evaluate_run, predict
-from trainer.network import build_model
+from trainer.recipe.network import build_model
 from trainer.tools.run_model import PRETRAINED_SUFFIX, architecture
-from trainer.settings import TrainConfig
+from trainer.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""RUN/config.yaml records the scheduler's facts of every start under SLURM (trainer.provenance)."""
+"""RUN/config.yaml records the scheduler's facts of every start under SLURM (trainer.rundir.provenance)."""
 
 from __future__ import annotations
 
 import yaml
 
-from trainer.provenance import write_run_config
+from trainer.rundir.provenance import write_run_config
 
 SETTINGS = {"model": "vocnet", "epochs": 2}
 

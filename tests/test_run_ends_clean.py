@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from train_helpers import ROOT, TINY, ddp, env, history, kill_launch, run, start, wait_until
-from trainer.faults import EXIT_IO
+from trainer.faults.exits import EXIT_IO
 from trainer.main import main
 
 

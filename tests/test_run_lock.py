@@ -1,5 +1,5 @@
-"""One run per folder (trainer/run_lock.py) and launches whose processes did not form one group
-(trainer/launch_check.py), with real trainer processes."""
+"""One run per folder (trainer/rundir/lock.py) and launches whose processes did not form one group
+(trainer/faults/launch_check.py), with real trainer processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from train_helpers import ACCELERATE, ROOT, TINY, ddp, env, free_port, kill_launch, single, start, wait_until
-from trainer.run_lock import lock_path
+from trainer.rundir.lock import lock_path
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import webdataset as wds
 from shards.classes import CLASSES, NUM_CLASSES
 from shards.labels import shard_split_labels, voc_split_labels
 from shards.manifest import load_manifest
-from trainer.metrics import average_precisions
-from trainer.outputs import write_submission
+from trainer.evaluation.metrics import average_precisions
+from trainer.rundir.outputs import write_submission
 from trainer.tools.score import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_labels_are_the_same_from_folder_voc2007_tar_and_shards(voc_root, voc_ta
 def test_trainer_submission_scores_to_the_trainer_map_from_every_source(
         submission, split_labels, shards_dir, voc_root, voc_tar, tmp_path):
     ids, states = split_labels
-    # What trainer.evaluate hands the metric: rows sorted by id, float32 sigmoid scores.
+    # What trainer.evaluation.evaluate hands the metric: rows sorted by id, float32 sigmoid scores.
     expected = _expected_json(states, _trainer_scores(len(ids)))
     assert 0 < len([a for a in expected["ap"].values() if a is not None]) < NUM_CLASSES  # missing classes too
 

@@ -143,7 +143,7 @@ def test_a_split_mixing_labeled_and_hidden_sources_is_refused(devkit: Path, tmp_
 
 def test_score_takes_year_for_a_devkit_with_several_trees(devkit: Path, tmp_path: Path, capsys) -> None:
     from shards.labels import voc_split_labels
-    from trainer.outputs import write_submission
+    from trainer.rundir.outputs import write_submission
 
     ids, states = voc_split_labels(devkit / "VOC2007", "val")
     submission = tmp_path / "submission.csv"

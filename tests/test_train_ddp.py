@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
 from train_helpers import ROOT, TINY, WORKERS, ddp, history, kill_launch, run, signal_when_paused, start, wait_until
-from trainer.checkpoint import latest_checkpoint
+from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.main import STOP_CHECK_UPDATES, main
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from shards.classes import CLASSES
-from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler, logit_targets
+from trainer.recipe.loss import auto_pos_weight, build_loss, logit_targets
+from trainer.recipe.optim import build_optimizer, build_scheduler
 
 
 def test_bce_equals_the_reference_soft_margin_loss():

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from trainer.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
-from trainer.finished import finished_line
+from trainer.rundir.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
+from trainer.rundir.finished import finished_line
 from trainer.main import STOP_CHECK_UPDATES
 from train_helpers import TINY, history, run, signal_when_paused, single
 

@@ -1,5 +1,5 @@
 """`python -m trainer.launch ARGS` is `accelerate launch ARGS` that ends a failed run in the trainers'
-own lines: no launcher traceback, and the exit status of the fault (trainer/faults.py).
+own lines: no launcher traceback, and the exit status of the fault (trainer/faults/exits.py).
 
 `accelerate launch` reports a failed process with a ~30-line ChildFailedError traceback and its
 log lines ("Sending process ... closing signal SIGTERM", "failed (exitcode: 2) ..."), and exits 1
@@ -27,7 +27,7 @@ import subprocess
 import sys
 from argparse import Namespace
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # trainer/signals.py's, without importing torch here
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # trainer/faults/signals.py's, without importing torch here
 
 
 def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:

@@ -5,7 +5,7 @@ process). `train` reads top to bottom like nanoGPT's train.py: set up, resume, t
 train (the loop sees every optimizer update and decides about progress, stops and
 checkpoints) -> evaluate -> keep best -> checkpoint -> history row; at the end test with the
 final (and best) model and write the outputs. All distribution goes through the Accelerator;
-the data source gets the rank and world size from it (trainer/data.py).
+the data source gets the rank and world size from it (trainer/data/stream.py).
 """
 
 from __future__ import annotations
@@ -24,30 +24,32 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from models import describe
 from shards.transforms import normalize
-from trainer import checkpoint, outputs
-from trainer.agreement import agree
-from trainer.atomic import atomic_write_texts
-from trainer.checkpoint import RunState
+from trainer.rundir import checkpoint
+from trainer.rundir import outputs
+from trainer.faults.agreement import agree
+from trainer.rundir.atomic import atomic_write_texts
+from trainer.rundir.checkpoint import RunState
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
-from trainer.config_yaml import RUN_CONFIG, read_run_record
-from trainer.data import RunData
-from trainer.device_data import open_data
-from trainer.evaluate import evaluate_split
-from trainer.faults import Identity, RunFault, as_fault, say_error
-from trainer.final_eval import test_and_write_outputs
-from trainer.finished import finished_run
-from trainer.loop import EpochSoFar, train_updates
-from trainer.network import build_model
+from trainer.config.yaml_files import RUN_CONFIG, read_run_record
+from trainer.data.stream import RunData
+from trainer.data.device import open_data
+from trainer.evaluation.evaluate import evaluate_split
+from trainer.faults.exits import Identity, RunFault, as_fault, say_error
+from trainer.evaluation.final_test import test_and_write_outputs
+from trainer.rundir.finished import finished_run
+from trainer.step import EpochSoFar, train_updates
+from trainer.recipe.network import build_model
 from trainer.progress import TrainProgress
-from trainer.provenance import run_config_text
-from trainer.recipe import auto_pos_weight, build_loss, build_optimizer, build_scheduler
-from trainer.resume_point import resume_point
-from trainer.run_lock import RunDirLock
-from trainer.signals import StopSignal
-from trainer.startup import StartClock
-from trainer.watchdog import Watchdog
+from trainer.rundir.provenance import run_config_text
+from trainer.recipe.loss import auto_pos_weight, build_loss
+from trainer.recipe.optim import build_optimizer, build_scheduler
+from trainer.rundir.resume import resume_point
+from trainer.rundir.lock import RunDirLock
+from trainer.faults.signals import StopSignal
+from trainer.progress import StartClock
+from trainer.faults.watchdog import Watchdog
 
-IMPORTED_AT = time.time()  # the start: line's first phase ends here (trainer/startup.py)
+IMPORTED_AT = time.time()  # the start: line's first phase ends here (trainer/progress.py)
 
 STOP_CHECK_UPDATES = 4  # optimizer updates between stop-signal agreements (a collective + host sync each)
 PROGRESS_EVERY = 10  # updates between progress-bar refreshes (each reads the loss: a host sync)
@@ -81,7 +83,7 @@ def mid_epoch_state(state: RunState, so_far: EpochSoFar, accelerator: Accelerato
 
 def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..., None]) -> RunState:
     """A fresh RunState, or the newest intact checkpoint loaded (--resume; damaged ones are skipped
-    and named: trainer/resume_point.py); then the run's config.yaml and its history.csv with
+    and named: trainer/rundir/resume.py); then the run's config.yaml and its history.csv with
     exactly the epochs that state holds, both or neither (a full disk changes nothing)."""
     run_dir, state, resumed_from = Path(cfg.out), RunState(), None
     found = resume_point(accelerator, run_dir, say) if cfg.resume else None
@@ -97,7 +99,7 @@ def start_or_resume(cfg: TrainConfig, accelerator: Accelerator, say: Callable[..
             record = run_config_text(run_dir, as_dict(cfg), world_size=accelerator.num_processes,
                                      device=str(accelerator.device), resumed_from=resumed_from)
             atomic_write_texts({run_dir / RUN_CONFIG: record, run_dir / "history.csv": outputs.history_text(state.history)})
-        except Exception as err:  # OSError naming the file (trainer/atomic.py); every rank must hear of it
+        except Exception as err:  # OSError naming the file (trainer/rundir/atomic.py); every rank must hear of it
             error = err
     agree(accelerator, error, f"writing {run_dir / RUN_CONFIG}")
     return state
@@ -111,7 +113,7 @@ def stop_agreed(stop: StopSignal, accelerator: Accelerator, watchdog: Watchdog, 
 
 def train(cfg: TrainConfig) -> dict:
     """Run the whole training described by a validated config; returns the summary (every rank).
-    A fault after launch is said in one line and raised as trainer.faults.RunFault (its exit status)."""
+    A fault after launch is said in one line and raised as trainer.faults.exits.RunFault (its exit status)."""
     # Stop signals are caught from the start: one that comes during set-up stops the run at the
     # first stop check with a checkpoint, instead of killing a process its peers wait for.
     with StopSignal() as stop, RunDirLock(cfg.out) as run_dir_lock, Watchdog(cfg.hang_timeout) as watchdog:
@@ -142,7 +144,7 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     watchdog.identify(Identity(rank=accelerator.process_index, world=accelerator.num_processes,
                                main=accelerator.is_main_process, host=socket.gethostname()), Path(cfg.out))
     with watchdog.waiting("the main process's claim of --out (a broadcast)", phase="set-up"):
-        run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/run_lock.py)
+        run_dir_lock.claim(accelerator)  # one run per folder, before anything is written (trainer/rundir/lock.py)
     run_dir, world = Path(cfg.out), accelerator.num_processes
     if cfg.debug and world > 1:
         raise ConfigError("--debug runs one process: start it with `python trainer/main.py --debug ...`")
@@ -157,7 +159,7 @@ def _train(cfg: TrainConfig, stop: StopSignal, run_dir_lock: RunDirLock, watchdo
     say = (lambda *a: progress.console.print(*a, soft_wrap=True)) if accelerator.is_main_process else (lambda *a: None)
     with watchdog.waiting("the main process's check whether the run is finished (a broadcast)", phase="set-up"):
         finished = finished_run(accelerator, run_dir, cfg.epochs) if cfg.resume else None
-    if finished:  # before anything is loaded or written (trainer/finished.py)
+    if finished:  # before anything is loaded or written (trainer/rundir/finished.py)
         say(finished)
         end_training(accelerator, watchdog)
         return {"finished": True, "epoch": cfg.epochs}
@@ -301,7 +303,7 @@ def end_training(accelerator: Accelerator, watchdog: Watchdog) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, then train. Exit status (trainer/faults.py): 0 done or stopped by a signal (checkpoint
+    """Parse, then train. Exit status (trainer/faults/exits.py): 0 done or stopped by a signal (checkpoint
     saved), 1 a peer failed, 2 bad input, 74 I/O error, 124 a wait passed --hang-timeout."""
     try:
         cfg = parse_config(argv)

@@ -1,10 +1,18 @@
-"""Progress display on the main process: a rich bar (loss, img/s, ETA) on a terminal, plain
-one-line-per-epoch messages otherwise (logs, CI, pytest), nothing on the other processes."""
+"""What a run shows while it trains, on the main process: a rich bar (loss, img/s, ETA) on a
+terminal, plain one-line-per-epoch messages otherwise (logs, CI, pytest), nothing on the other
+processes; and the `start:` line, which says where the time to the first step went.
+
+The start clock begins at the process's creation time (psutil), so the interpreter's own start
+and the imports count: a slow start can be told from slow training (interpreter and imports,
+the Accelerator and its process group, the model, the data, prepare/resume, the first step with
+its cuDNN/compile warm-up)."""
 
 from __future__ import annotations
 
 import sys
+import time
 
+import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -35,3 +43,31 @@ class TrainProgress:
 
     def update(self, done: int, loss: float, images_per_s: float) -> None:
         self.progress.update(self.task, completed=done, loss=loss, ips=images_per_s)
+
+
+class StartClock:
+    """Phases since the process started; `mark` closes one, `line` says them all."""
+
+    def __init__(self, imported_at: float) -> None:
+        self.begin = psutil.Process().create_time()
+        self.phases: list[tuple[str, float]] = [("interpreter and imports", imported_at - self.begin)]
+        self.last = time.time()  # the time between the imports and this run's start goes to the next phase
+        self._said = False
+
+    def mark(self, phase: str) -> None:
+        now = time.time()
+        self.phases.append((phase, now - self.last))
+        self.last = now
+
+    def first_step(self) -> str | None:
+        """At the end of the first step: closes it and returns the line; None ever after."""
+        if self._said:
+            return None
+        self._said = True
+        self.mark("first step")
+        return self.line()
+
+    def line(self) -> str:
+        total = self.last - self.begin
+        return f"start: {total:.1f} s from process start to the end of the first step (" + \
+            ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases) + ")"

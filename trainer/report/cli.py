@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trainer.report import figures
-from trainer.atomic import atomic_write_text
+from trainer.rundir.atomic import atomic_write_text
 from trainer.report.reference import BY_RUN, SECTIONS
 from trainer.report.tables import per_class_table, provenance_table, results_table, scored
 from trainer.report.runs import MISSING, RunFiles, is_run_dir, read_run, runs_under

@@ -1,5 +1,5 @@
 """REPORT.md's pictures (PNG, written beside it): test mAP ours vs the report, per-class AP heatmap,
-each run's loss and mAP curves (trainer.plots.history_figures, as the run's own loss.png/map.png)."""
+each run's loss and mAP curves (trainer.rundir.plots.history_figures, as the run's own loss.png/map.png)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from shards.classes import CLASSES
-from trainer.atomic import atomic_write
-from trainer.plots import history_figures
+from trainer.rundir.atomic import atomic_write
+from trainer.rundir.plots import history_figures
 from trainer.report.reference import BY_RUN
 from trainer.report.runs import RunFiles
 

@@ -1,6 +1,6 @@
 """What a run directory says about its run, read from its files alone (trainer.suite, trainer.report).
 
-A run is finished when it has summary.json (written last, atomically, by trainer.final_eval);
+A run is finished when it has summary.json (written last, atomically, by trainer.evaluation.final_test);
 unfinished when it has a complete checkpoint (it resumes from there); started when only its
 config.yaml or log is there (killed before its first checkpoint); missing when there is no
 directory.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from trainer.checkpoint import latest_checkpoint
-from trainer.config_yaml import read_run_record
-from trainer.settings import ConfigError
+from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.config.yaml_files import read_run_record
+from trainer.config import ConfigError
 
 FINISHED, UNFINISHED, STARTED, MISSING = "finished", "unfinished", "started", "missing"
 

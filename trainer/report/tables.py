@@ -12,7 +12,7 @@ from pathlib import Path
 from shards.classes import CLASSES
 from trainer.report.reference import BY_RUN
 from trainer.report.runs import FINISHED, MISSING, RunFiles
-from trainer.settings import ConfigError
+from trainer.config import ConfigError
 from trainer.suite.catalog import describe_changes, differences, shown_path
 
 RESULT_HEADER = ("run", "report", "ours", "ours VOC07", "from", "best-val model", "epochs", "wall time", "procs",

@@ -20,9 +20,10 @@ from pathlib import Path
 import yaml
 
 from trainer.config import build_parser
-from trainer.config_yaml import read_yaml
-from trainer.provenance import PROJECT_DIR
-from trainer.settings import FROZEN_ON_RESUME, ConfigError, TrainConfig
+from trainer.config.yaml_files import read_yaml
+from trainer.rundir.provenance import PROJECT_DIR
+from trainer.config import ConfigError, TrainConfig
+from trainer.config.fields import FROZEN_ON_RESUME
 
 SUITES_FILE = PROJECT_DIR / "configs" / "suites.yaml"
 

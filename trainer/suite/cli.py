@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 
 from trainer.config import validate
-from trainer.settings import ConfigError, TrainConfig, flag
+from trainer.config import ConfigError, TrainConfig, flag
 from trainer.suite.board import BAD_SETTINGS, NO_WEIGHTS, REFUSED, Board
 from trainer.suite.local import execute
 from trainer.suite.plan import plan_job

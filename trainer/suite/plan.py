@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 from models import PretrainedWeightsMissing
-from trainer.checkpoint import latest_checkpoint
+from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.config import parse_config
-from trainer.config_yaml import read_run_record
-from trainer.network import build_model
-from trainer.provenance import PROJECT_DIR
-from trainer.settings import ConfigError, as_dict, flag
+from trainer.config.yaml_files import read_run_record
+from trainer.recipe.network import build_model
+from trainer.rundir.provenance import PROJECT_DIR
+from trainer.config import ConfigError, as_dict, flag
 from trainer.suite.board import BAD_SETTINGS, FINISHED_BEFORE, NO_WEIGHTS, REFUSED, Job
 from trainer.suite.catalog import RUNTIME_FIELDS, Run, describe_changes, recipe_changes, recipe_settings, shown_path
 

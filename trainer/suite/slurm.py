@@ -25,10 +25,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trainer import run_lock
-from trainer.config_yaml import read_run_record
-from trainer.provenance import PROJECT_DIR
-from trainer.settings import ConfigError
+from trainer.rundir import lock as run_lock
+from trainer.config.yaml_files import read_run_record
+from trainer.rundir.provenance import PROJECT_DIR
+from trainer.config import ConfigError
 from trainer.suite.board import QUEUED, Job
 from trainer.suite.catalog import SuiteError
 from trainer.suite.plan import last_error

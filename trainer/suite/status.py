@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from trainer import run_lock
-from trainer.checkpoint import latest_checkpoint
-from trainer.config_yaml import read_run_record
-from trainer.settings import ConfigError
+from trainer.rundir import lock as run_lock
+from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.config.yaml_files import read_run_record
+from trainer.config import ConfigError
 from trainer.suite.catalog import Suite
 from trainer.suite.local import ENDED_MARK
 from trainer.suite.slurm import RECORD_DIR, RECORDS, Task, newest_tasks, requeued

@@ -6,7 +6,7 @@
 One process (GPU when there is one; --cpu). The network, image size, precision, loss and batch
 size are the run's (RUN/config.yaml); the weights as in trainer.predict: best/ (default, when
 the run has it), final (the newest end-of-epoch checkpoint) or a checkpoint directory. The split
-(default test) of the run's shards, or of --shards, is scored with trainer.evaluate.evaluate,
+(default test) of the run's shards, or of --shards, is scored with trainer.evaluation.evaluate.evaluate,
 every image once, so `final` on test gives the test mAP the run reported for its final model
 and `best` the one of its best-val model. Writes into --out (default RUN/eval-<weights>-<split>/):
 per_class_ap.csv, submission.csv (test only) and summary.json (map, map_voc07, loss, missing
@@ -30,12 +30,13 @@ from torch import nn
 from shards.classes import CLASSES
 from shards.manifest import ManifestError, is_labeled, load_manifest, split_entry
 from shards.reader import eval_loader
-from trainer.cli import OneLineParser, refuse
-from trainer import outputs
-from trainer.evaluate import EvalResult, evaluate
-from trainer.recipe import auto_pos_weight, build_loss
+from trainer.faults.usage import OneLineParser, refuse
+from trainer.rundir import outputs
+from trainer.evaluation.evaluate import EvalResult, evaluate
+from trainer.recipe.loss import auto_pos_weight, build_loss
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, open_run, run_settings
-from trainer.settings import ConfigError, TrainConfig, train_split_names
+from trainer.config import ConfigError, TrainConfig
+from trainer.config.fields import train_split_names
 
 
 def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Path, dict]:
@@ -72,7 +73,7 @@ def run_loss(cfg: TrainConfig, manifest: dict) -> nn.Module | None:
 
 def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path, run_dir: Path,
                   precision: str, device: str) -> dict:
-    """Like the trainer's test block (trainer.final_eval), for any split, plus which weights."""
+    """Like the trainer's test block (trainer.evaluation.final_test), for any split, plus which weights."""
     metrics = result.metrics
     return {
         "run": str(run_dir), "model": run.cfg.model, "weights": run.weights.label,

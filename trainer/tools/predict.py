@@ -37,10 +37,10 @@ from shards.classes import CLASSES, NUM_CLASSES
 from shards.images import ImageError, orientation
 from shards.presets import eval_transform
 from shards.reader import decode_rgb, decode_rgb_pil
-from trainer.cli import OneLineParser, refuse
-from trainer.outputs import write_submission
+from trainer.faults.usage import OneLineParser, refuse
+from trainer.rundir.outputs import write_submission
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, class_scores, open_run, run_settings
-from trainer.settings import ConfigError
+from trainer.config import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_MAGIC = b"\xff\xd8"  # JPEG content, whatever the name says: the trainer's decoder

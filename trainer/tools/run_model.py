@@ -26,10 +26,10 @@ from torch import nn
 
 from models import list_models
 from shards.transforms import normalize
-from trainer.checkpoint import STATE_FILE, checkpoints
-from trainer.config_yaml import read_run_settings
-from trainer.network import build_model
-from trainer.settings import ConfigError, TrainConfig
+from trainer.rundir.checkpoint import STATE_FILE, checkpoints
+from trainer.config.yaml_files import read_run_settings
+from trainer.recipe.network import build_model
+from trainer.config import ConfigError, TrainConfig
 
 WEIGHTS_FILE = "model.safetensors"  # what accelerator.save_state / save_model write
 PRETRAINED_SUFFIX = "_pretrained"
@@ -160,7 +160,7 @@ def open_run(run_dir: str | Path, cfg: TrainConfig, choice: str | None, *,
 
 
 def class_scores(run: RunModel, images: torch.Tensor, accelerator: Accelerator) -> np.ndarray:
-    """uint8 [B, 3, S, S] eval-view images -> float32 [B, 20] sigmoid scores, as trainer.evaluate makes them."""
+    """uint8 [B, 3, S, S] eval-view images -> float32 [B, 20] sigmoid scores, as trainer.evaluation.evaluate makes them."""
     with torch.no_grad():
         x = normalize(images.to(accelerator.device))
         with accelerator.autocast():

@@ -5,7 +5,7 @@
 --voc takes what `python -m shards.pack --voc` takes: a VOCdevkit folder, its VOC2007 folder,
 or VOCtest_06-Nov-2007.tar (read in place); --shards a folder packed by shards.pack. Prints the
 per-class AP table and both mAPs, "map" (sklearn AP, the headline) and "map_voc07" (11-point,
-difficult-only images ignored), computed by trainer.metrics as in a run: the submission.csv a
+difficult-only images ignored), computed by trainer.evaluation.metrics as in a run: the submission.csv a
 run writes scores to exactly that run's test mAP. --json OUT also writes them as JSON.
 
 Refused with exit status 2 and one "error:" line: a missing or unreadable file; a header that
@@ -33,7 +33,7 @@ from shards.classes import CLASSES
 from shards.labels import LabelError, first_ids, shard_split_labels, voc_split_labels
 from shards.manifest import ManifestError
 from shards.sources import SourceError
-from trainer.cli import OneLineParser, refuse
+from trainer.faults.usage import OneLineParser, refuse
 
 HEADER = ["id", *CLASSES]
 
@@ -185,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Deferred: sklearn and matplotlib take seconds to import, and a refusal should come at once.
     from rich.console import Console
 
-    from trainer.metrics import average_precisions
-    from trainer.outputs import ap_table, write_summary
+    from trainer.evaluation.metrics import average_precisions
+    from trainer.rundir.outputs import ap_table, write_summary
 
     metrics = average_precisions(states, scores)
     console = Console(highlight=False)

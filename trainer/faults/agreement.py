@@ -1,7 +1,7 @@
 """Every rank learns how a collective step went, so that a failure on one never leaves the
 others waiting in a barrier for it (gloo's/NCCL's default: 30 minutes, then a traceback each).
 
-Pattern (trainer.checkpoint, trainer.main.start_or_resume): each rank runs its part inside
+Pattern (trainer.rundir.checkpoint, trainer.main.start_or_resume): each rank runs its part inside
 `try`, keeps its own exception, then calls `agree(accelerator, own_error, what)` in place of
 `wait_for_everyone`. `agree` is one all-gather of "ok / error text" (through the Accelerator:
 no rank reads RANK itself); when any rank failed, every rank raises:
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from trainer.faults import EXIT_IO, EXIT_PEER, IO_ERRNOS, PeerFailed
+from trainer.faults.exits import EXIT_IO, EXIT_PEER, IO_ERRNOS, PeerFailed
 
 
 @dataclass(frozen=True)

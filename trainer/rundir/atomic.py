@@ -2,7 +2,7 @@
 
 A write that fails (a full disk, a read-only mount) removes its temp file at once, so a failure
 never leaves the disk fuller than before, and raises a plain OSError with the errno and the
-result's path (trainer.disk_errors), whatever library did the writing.
+result's path (trainer.faults.disk_errors), whatever library did the writing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from trainer.disk_errors import WRITE_ERRORS, as_os_error
+from trainer.faults.disk_errors import WRITE_ERRORS, as_os_error
 
 # mkstemp creates 0600 files; results are meant to be read by the whole group/cluster.
 RESULT_FILE_MODE = 0o644

@@ -16,7 +16,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from trainer.checkpoint import latest_checkpoint
+from trainer.rundir.checkpoint import latest_checkpoint
 
 SUMMARY = "summary.json"
 

@@ -1,5 +1,5 @@
 """A run's result files: history.csv, submission.csv, per_class_ap.csv, summary.json, and the
-per-class AP table printed at the end (the plots are in trainer.plots).
+per-class AP table printed at the end (the plots are in trainer.rundir.plots).
 
 Every file is written to a temporary name in the same directory and then renamed, so a
 run killed while writing never leaves a half-written file under the final name. Every CSV
@@ -20,7 +20,7 @@ import numpy as np
 from rich.table import Table
 
 from shards.classes import CLASSES, NUM_CLASSES
-from trainer.atomic import atomic_write_text
+from trainer.rundir.atomic import atomic_write_text
 
 
 # seconds: wall time of the epoch (training + evaluation); images_per_s: training images of all
@@ -45,7 +45,7 @@ def write_history(path: str | os.PathLike, rows: Sequence[Mapping]) -> Path:
 
 
 def history_text(rows: Sequence[Mapping]) -> str:
-    """What write_history writes (for writing it together with other files: trainer.atomic)."""
+    """What write_history writes (for writing it together with other files: trainer.rundir.atomic)."""
     cells = [["" if row.get(col) is None else row[col] for col in HISTORY_COLUMNS] for row in rows]
     return csv_text(HISTORY_COLUMNS, cells)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from shards.verify import file_sha256
-from trainer.atomic import atomic_write_text
+from trainer.rundir.atomic import atomic_write_text
 
 SUMS_FILE = "checksums.json"
 WEIGHTS_FILE = "model.safetensors"  # accelerate's name for the model in save_state

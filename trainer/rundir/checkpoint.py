@@ -9,14 +9,14 @@ Layout in the run directory:
 
 Each checkpoint is `accelerator.save_state` (model, optimizer, scheduler, grad scaler, every
 process's RNG state) plus `trainer_state.json` (RunState) plus `checksums.json` (the sha256 of
-every other file, written last: trainer/resume_point.py checks them on --resume). A save goes
+every other file, written last: trainer/rundir/resume.py checks them on --resume). A save goes
 into `.tmp-<name>` and is renamed into place only after every process has written its part and
 the state and sums are complete, so a directory without the `.tmp-` prefix was complete when saved.
 
 A save that fails (full disk, read-only mount, I/O error; on any process) removes its `.tmp-`
 folder at once, leaves the previous checkpoints and best/ as they were, and raises on every
-process (trainer.agreement): the main process an OSError with the errno and the checkpoint's
-path (trainer.disk_errors), the others PeerFailed. None is left waiting in a barrier.
+process (trainer.faults.agreement): the main process an OSError with the errno and the checkpoint's
+path (trainer.faults.disk_errors), the others PeerFailed. None is left waiting in a barrier.
 
 Mid-epoch resume skips the batches the checkpoint had consumed: the reader's order is a pure
 function of (seed, epoch, rank), so the skipped batches are exactly the ones already trained on
@@ -40,11 +40,11 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from trainer.agreement import agree
-from trainer.faults import BadInput
-from trainer.atomic import RESULT_FILE_MODE, atomic_write_text
-from trainer.checkpoint_sums import write_sums
-from trainer.disk_errors import WRITE_ERRORS, as_os_error
+from trainer.faults.agreement import agree
+from trainer.faults.exits import BadInput
+from trainer.rundir.atomic import RESULT_FILE_MODE, atomic_write_text
+from trainer.rundir.sums import write_sums
+from trainer.faults.disk_errors import WRITE_ERRORS, as_os_error
 
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
@@ -184,7 +184,7 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 def _prune(root: Path, saved: tuple[int, int], keep: int) -> None:
     """Keep the `keep` newest checkpoints up to the one just saved. Any beyond it are from before a
-    resume that skipped them as damaged (trainer/resume_point.py): superseded, so removed too."""
+    resume that skipped them as damaged (trainer/rundir/resume.py): superseded, so removed too."""
     older = [d for d, order in checkpoint_dirs(root.parent) if order <= saved]
     newer = [d for d, order in checkpoint_dirs(root.parent) if order > saved]
     for old in older[:-keep] + newer:
@@ -218,7 +218,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state:
 
 
 class DamagedCheckpoint(BadInput):
-    """A checkpoint that passed the checks of trainer/resume_point.py but does not load."""
+    """A checkpoint that passed the checks of trainer/rundir/resume.py but does not load."""
 
 
 def load_checkpoint(accelerator: Accelerator, directory: Path) -> RunState:

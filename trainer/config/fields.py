@@ -1,6 +1,6 @@
 """Every setting of a training run: one dataclass, with its unit and choices in the field metadata.
 
-trainer.config generates the CLI from it and validates it; trainer.config_yaml reads the
+trainer.config generates the CLI from it and validates it; trainer.config.yaml_files reads the
 YAML layers (a --config file, a run's own config.yaml on --resume) into it.
 """
 
@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from accelerate.utils import LoggerType
 
 from models import list_models
-from trainer.faults import BadInput
 from shards.presets import TRAIN_PRESETS
-
-
-class ConfigError(BadInput, ValueError):
-    """A setting that cannot work; the message starts with the flag it concerns."""
 
 
 def _opt(help: str, choices: tuple[str, ...] | None = None, **kw) -> dict:
@@ -70,7 +65,7 @@ class TrainConfig:
     mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
     cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
     loader: str = field(default="auto", **_opt("data source: stream decodes the shards every epoch; device decodes them once into "
-                                               "the device's memory; auto picks device when it fits (trainer/device_data.py)",
+                                               "the device's memory; auto picks device when it fits (trainer/data/device.py)",
                                                ("auto", "stream", "device")))
     decoded_cache: str = field(default="auto", **_opt(
         "--loader device keeps the decoded splits here for later runs (shards/decoded_cache.py): auto = SHARDS/cache "
@@ -80,7 +75,7 @@ class TrainConfig:
     seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
     hang_timeout: float = field(default=600.0, **_opt(
         "seconds any single wait may last (next batch, collective, checkpoint save) before the process ends "
-        "itself with one error line and exit status 124; 0 = wait forever (trainer/watchdog.py)"))
+        "itself with one error line and exit status 124; 0 = wait forever (trainer/faults/watchdog.py)"))
     # --- checkpoints and logging
     resume: bool = field(default=False, **_opt("continue from the latest complete checkpoint in --out"))
     keep_checkpoints: int = field(default=2, **_opt("how many of the newest checkpoints to keep"))

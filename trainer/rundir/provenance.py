@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from trainer.atomic import atomic_write_text
-from trainer.config_yaml import RUN_CONFIG, read_run_record
-from trainer.settings import ConfigError
+from trainer.rundir.atomic import atomic_write_text
+from trainer.config.yaml_files import RUN_CONFIG, read_run_record
+from trainer.faults.exits import ConfigError
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
 
 
@@ -70,7 +70,7 @@ def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: 
 
 def run_config_text(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
                     resumed_from: str | None) -> str:
-    """What write_run_config writes (for writing it together with other files: trainer.atomic)."""
+    """What write_run_config writes (for writing it together with other files: trainer.rundir.atomic)."""
     run_dir = Path(run_dir)
     starts = _earlier_slurm_starts(run_dir)
     this_start = slurm_start()

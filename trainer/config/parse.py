@@ -29,14 +29,12 @@ from models import check_model_name
 from models.input_sizes import input_size_problem
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
-from trainer import run_lock
-from trainer.config_yaml import read_run_settings, read_yaml
-from trainer.settings import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, TRAINABLE_SPLITS, ConfigError, TrainConfig,
-                              as_dict, flag, scalar_type, train_split_names)
+from trainer.rundir import lock as run_lock
+from trainer.config.yaml_files import read_run_settings, read_yaml
+from trainer.faults.exits import ConfigError
+from trainer.config.fields import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, TRAINABLE_SPLITS, TrainConfig, as_dict, flag, scalar_type, train_split_names)
 
 REQUIRED: tuple[str, ...] = ("shards", "out")
-
-__all__ = ["ConfigError", "TrainConfig", "as_dict", "build_parser", "flag", "parse_config", "validate"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +107,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
     ``sources`` maps a field to the YAML file its value came from, so the error names that file.
     ``check_in_use``: also refuse an --out another run holds now. Only for a check made before
     the launch (`python -m trainer.config`): a rank must not peek, since its own main process may
-    already hold the lock (trainer/run_lock.py takes it and tells every rank).
+    already hold the lock (trainer/rundir/lock.py takes it and tells every rank).
     """
     def fail(name: str, why: str) -> None:
         raise ConfigError(f"{_where(name, sources or {})}: {why}")
@@ -151,7 +149,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
             fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
                            f"training needs labeled {' and '.join(learned)}: pack them from a VOC tree with "
                            f"Annotations/ for every {split} id")
-    bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: trainer.data warns
+    bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: trainer.data.stream warns
     if bad:
         fail("shards", f"{len(bad)} bad shard(s) in {cfg.shards}: {summarize(bad)}; pack again or copy the shard "
                        f"set again (python -m shards.verify {cfg.shards} checks it)")

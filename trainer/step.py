@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from shards.transforms import normalize
-from trainer.recipe import logit_targets
+from trainer.recipe.loss import logit_targets
 
 
 def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, optimizer: torch.optim.Optimizer,

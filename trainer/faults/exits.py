@@ -6,7 +6,7 @@ that says what kind of fault it was (README "Exit status"; cluster/train.sbatch 
          why), or an unexpected error (a bug: the traceback is printed)
     2    bad input: a setting, the shards, no intact checkpoint to resume
     74   I/O error: no space left, read-only file system, EIO... while writing the run's files (EX_IOERR)
-    124  a wait passed --hang-timeout (trainer.watchdog); the run resumes from its last checkpoint
+    124  a wait passed --hang-timeout (trainer.faults.watchdog); the run resumes from its last checkpoint
 
 The peers of a failed process learn of it when the connection to it breaks in their next
 collective: they say so in one line, with status 1, kept below the others so that a scheduler
@@ -118,12 +118,16 @@ class BadInput(Exception):
     process says it in one line, every rank exits 2."""
 
 
+class ConfigError(BadInput, ValueError):
+    """A setting that cannot work; the message starts with the flag it concerns."""
+
+
 class PeerFailed(RuntimeError):
     """A collective step failed on some process; raised on the non-main ranks (the main process
-    raises the failure itself; trainer.agreement). `failures` lists (process index, error text)."""
+    raises the failure itself; trainer.faults.agreement). `failures` lists (process index, error text)."""
 
     def __init__(self, what: str, failures: list[tuple[int, str]], status: int = EXIT_PEER) -> None:
-        # status: the failure's own (trainer.agreement passes EXIT_IO for a write error), so that the
+        # status: the failure's own (trainer.faults.agreement passes EXIT_IO for a write error), so that the
         # launch's status is the cause's whichever rank the launcher sees end first.
         self.what, self.failures, self.status = what, failures, status
         said = "; ".join(f"process {rank}: {text}" for rank, text in failures)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from trainer.atomic import atomic_write
+from trainer.rundir.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from trainer.settings import NOT_INHERITED, ConfigError, TrainConfig, flag, scalar_type
+from trainer.faults.exits import ConfigError
+from trainer.config.fields import NOT_INHERITED, TrainConfig, flag, scalar_type
 
-# RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}, written by trainer.provenance.
+# RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}, written by trainer.rundir.provenance.
 RUN_CONFIG = "config.yaml"
 
 
@@ -75,7 +76,7 @@ def read_yaml(path: str) -> dict:
 
 
 def read_run_record(run_dir: str | Path) -> dict:
-    """RUN/config.yaml as trainer.provenance wrote it ({} when there is none): the one reader of that file."""
+    """RUN/config.yaml as trainer.rundir.provenance wrote it ({} when there is none): the one reader of that file."""
     path = Path(run_dir) / RUN_CONFIG
     if not path.is_file():
         return {}

@@ -18,9 +18,9 @@ it writes ONE `error:` line (what it waited for, where, the limit), dumps every 
 stack (faulthandler) into the run directory, SIGKILLs this process's loader workers (a stopped one
 would outlive us) and ends the process with EXIT_HANG: os._exit, since the main thread is stuck by
 definition. Peers that then lose their connection to this process end in one line of their own
-(trainer.faults).
+(trainer.faults.exits).
 
-SIGTERM (a launcher's after a peer failed, a scheduler's preemption) is recorded by trainer.signals
+SIGTERM (a launcher's after a peer failed, a scheduler's preemption) is recorded by trainer.faults.signals
 and acted on between steps; a main thread stuck in a wait never gets there, and the launcher or the
 scheduler SIGKILLs it after its grace period (30 s: torch's launcher, SLURM's default KillWait) with
 nothing said. The watchdog hears the signal itself (signal.set_wakeup_fd) and gives the wait in
@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.faults import EXIT_HANG, Identity
+from trainer.faults.exits import EXIT_HANG, Identity
 
 POLL_S = 1.0  # how often the deadline is checked: a hang is reported at most this late
 STOP_GRACE_S = 20.0  # a wait in progress when SIGTERM comes gets at most this much more: below the usual 30 s kill

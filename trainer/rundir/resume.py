@@ -1,13 +1,13 @@
 """Which checkpoint a --resume continues from: the newest intact one, chosen once for every rank.
 
-The main process checks the checkpoints newest first (trainer.checkpoint_sums: every file
+The main process checks the checkpoints newest first (trainer.rundir.sums: every file
 present with the sha256 recorded when it was saved; the state file readable) and takes the
 first that passes. Each one it skips is said in one line with the file and why; a
 checkpoint saved before checksums existed is taken unverified, and said so. The choice is
 broadcast through the Accelerator, so every rank loads the same folder (a rank deciding for
 itself could see a file another rank is still reading, or race a slow shared file system).
 Skipped checkpoints stay where they are until the next save removes them (they lie beyond the
-point the run continues from: trainer.checkpoint._prune).
+point the run continues from: trainer.rundir.checkpoint._prune).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from trainer.agreement import agree
-from trainer.faults import BadInput
-from trainer.checkpoint import STATE_FILE, checkpoint_dirs, read_state
-from trainer.checkpoint_sums import SUMS_FILE, damage, has_sums
+from trainer.faults.agreement import agree
+from trainer.faults.exits import BadInput
+from trainer.rundir.checkpoint import STATE_FILE, checkpoint_dirs, read_state
+from trainer.rundir.sums import SUMS_FILE, damage, has_sums
 
 
 class NoIntactCheckpoint(BadInput):

@@ -26,10 +26,10 @@ from torch import nn
 
 from shards.classes import NUM_CLASSES
 from shards.transforms import normalize
-from trainer.data import RunData
-from trainer.metrics import average_precisions
-from trainer.recipe import logit_targets
-from trainer.watchdog import Watchdog
+from trainer.data.stream import RunData
+from trainer.evaluation.metrics import average_precisions
+from trainer.recipe.loss import logit_targets
+from trainer.faults.watchdog import Watchdog
 
 UNWATCHED = Watchdog(0)  # for callers without a run's watchdog (tools, tests): declared waits are not timed
 
@@ -44,7 +44,7 @@ class EvalResult:
     scores: np.ndarray  # float32 [N, 20]: sigmoid of logits 1..20 (background left out)
     states: np.ndarray  # int8 [N, 20]: devkit labels 1 / 0 (difficult only) / -1
     loss: float | None  # mean loss per image over the split; None without loss_fn or labels
-    metrics: dict | None  # trainer.metrics.average_precisions(states, scores); None for a split without labels
+    metrics: dict | None  # trainer.evaluation.metrics.average_precisions(states, scores); None for a split without labels
 
 
 def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:

@@ -3,7 +3,7 @@
 `RunData` is the training loop's one data argument: `batches` per epoch, `train(epoch, skip)`
 and `eval(split)`, plus the manifest facts the run reports. Two sources implement it:
 `ShardStream` (here) streams and decodes the shards every epoch; `DeviceData`
-(trainer/device_data.py) decodes them once and keeps them on the training device. Both get
+(trainer/data/device.py) decodes them once and keeps them on the training device. Both get
 the rank and world size from the Accelerator and stay out of `accelerator.prepare`, which
 would split them a second time (docs/NOTES.md).
 """
@@ -16,7 +16,8 @@ from itertools import islice
 from shards.manifest import is_labeled, load_manifest, skipped_ids, split_entry
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
-from trainer.settings import ConfigError, TrainConfig, eval_splits, train_split
+from trainer.config import ConfigError, TrainConfig
+from trainer.config.fields import eval_splits, train_split
 
 DEBUG_BATCHES = 3  # per epoch and per evaluated split in --debug
 

@@ -14,7 +14,7 @@ the "already holds checkpoints" check only sees a run after its first checkpoint
   (exit 2) and the others exit 2 quietly. No rank goes on into a run its main process
   refused, and none is left waiting in a collective for a peer that went away.
 - Before that, `claim` refuses a launch whose processes did not form one group
-  (trainer.launch_check): each would be "the main process" of a run of its own.
+  (trainer.faults.launch_check): each would be "the main process" of a run of its own.
 - Released on any exit: the kernel drops an flock when its process ends, SIGKILL included,
   so a crashed run never blocks the next one; DataLoader workers do not hold it (they come
   from a forkserver started by fork+exec with no inherited files: shards.workers). `with` releases it and removes
@@ -24,7 +24,7 @@ the "already holds checkpoints" check only sees a run after its first checkpoint
   a refused run leaves no empty --out behind. A folder that existed before is never removed,
   nor one that holds anything (rmdir only removes empty folders).
 - A lock that cannot be written (a full disk, a read-only mount) is an OSError naming the lock
-  file on the main process and PeerFailed on the others (trainer.agreement), not a hang.
+  file on the main process and PeerFailed on the others (trainer.faults.agreement), not a hang.
 - Several nodes: only the global main process locks; --out must be shared storage with flock
   support (local disks, NFSv4).
 - What remains: two `./launch.sh train` started within the same seconds both pass the
@@ -41,9 +41,9 @@ from accelerate.utils import broadcast_object_list
 
 from shards.lock import FolderBusy, FolderLock
 from shards.lock import holder as _holder
-from trainer.agreement import agree
-from trainer.launch_check import refuse_split_launch
-from trainer.settings import ConfigError
+from trainer.faults.agreement import agree
+from trainer.faults.launch_check import refuse_split_launch
+from trainer.faults.exits import ConfigError
 
 LOCK_NAME = ".lock"  # RUN/.lock while a run is going; removed when it ends
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from accelerate import Accelerator
 from accelerate.utils import get_cpu_distributed_information
 
-from trainer.settings import ConfigError
+from trainer.faults.exits import ConfigError
 
 HOW_TO_LAUNCH = ("launch with `./launch.sh train ...` (one process per GPU, 2 CPU processes without GPUs), or "
                  "on CPU `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...`")

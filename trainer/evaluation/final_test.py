@@ -20,12 +20,14 @@ from rich.console import Console
 from torch import nn
 
 from shards.classes import CLASSES
-from trainer import checkpoint, outputs, plots
-from trainer.checkpoint import RunState
+from trainer.rundir import checkpoint
+from trainer.rundir import outputs
+from trainer.rundir import plots
+from trainer.rundir.checkpoint import RunState
 from trainer.config import TrainConfig
-from trainer.data import RunData
-from trainer.evaluate import UNWATCHED, EvalResult, evaluate_split
-from trainer.watchdog import Watchdog
+from trainer.data.stream import RunData
+from trainer.evaluation.evaluate import UNWATCHED, EvalResult, evaluate_split
+from trainer.faults.watchdog import Watchdog
 
 
 def _best_is_usable(run_dir: Path, state: RunState, say: Callable) -> bool:

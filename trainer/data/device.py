@@ -27,8 +27,9 @@ from shards.manifest import load_manifest, split_entry
 from shards.reader import Batch, seeded
 from shards.resident import (EvalView, RawImages, cached_eval_view, cached_raw, estimate_raw_bytes, eval_view_bytes,
                              train_view)
-from trainer.data import DEBUG_BATCHES, RunData, ShardStream
-from trainer.settings import ConfigError, TrainConfig, eval_splits
+from trainer.data.stream import DEBUG_BATCHES, RunData, ShardStream
+from trainer.config import ConfigError, TrainConfig
+from trainer.config.fields import eval_splits
 
 AUTO_FRACTION = 0.5  # --loader auto keeps the data on the device when it needs at most this part of the free memory
 DEVICE_FRACTION = 0.9  # --loader device refuses to start above this part (the model and activations need the rest)
