@@ -4,7 +4,7 @@
         [--mixed-precision bf16] [--channels-last] [--loaders device,stream] [--steps 20] [--warmup 10]
         [--json-out FILE] [--fail-on-sync]
 
-Per loader, after --warmup untimed steps of trainer.step.train_updates (the loop trainer/main.py
+Per loader, after --warmup untimed steps of trainer.loop.step.train_updates (the loop trainer/main.py
 runs) fed by the trainer's own data source:
 - host syncs: --steps steps under torch.cuda.set_sync_debug_mode("warn"), which warns at every
   call that makes the host wait for the GPU (.item(), a bool test of a device tensor, a copy to
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import LOADERS, all_epochs, prepared_step, synchronize  # noqa: E402  (a sibling script, not a package)
 
 from models import list_models  # noqa: E402
-from trainer.data.device import open_data  # noqa: E402
-from trainer.step import train_updates  # noqa: E402
+from trainer.data.choose import open_data  # noqa: E402
+from trainer.loop.step import train_updates  # noqa: E402
 from trainer.config.fields import TrainConfig  # noqa: E402
 
 TOP = 15

@@ -2,7 +2,7 @@
 
     python benchmarks/step_time.py [--model final] [--batch-size 16] [--image-size 227] [--steps 15]
 
-The trainer side is `trainer.step.train_step` under a real Accelerator (accumulate context,
+The trainer side is `trainer.loop.step.train_step` under a real Accelerator (accumulate context,
 AcceleratedOptimizer/Scheduler, loss through `accelerator.backward`); the bare side is the
 five lines every PyTorch tutorial has. Both normalize the uint8 batch on the device and use the
 same optimizer. Steps alternate between the two so that a noisy neighbour on a shared machine
@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from models import create_model
 from shards.classes import NUM_CLASSES
 from shards.transforms import normalize
-from trainer.step import train_step
+from trainer.loop.step import train_step
 from trainer.recipe.loss import build_loss, logit_targets
 from trainer.recipe.optim import build_optimizer, build_scheduler
 

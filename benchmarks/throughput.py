@@ -3,11 +3,11 @@
     python benchmarks/throughput.py --shards DIR [--model alexnet] [--batch-size 50] [--image-size 227]
         [--mixed-precision bf16] [--channels-last] [--compile] [--loaders stream,device] [--steps 100]
 
-(a) model-only: trainer.step.train_step under a real Accelerator on one uint8 batch already on
+(a) model-only: trainer.loop.step.train_step under a real Accelerator on one uint8 batch already on
     the device, the same batch every step: the most the data path could ever let through
     (measured again right before each loader's (b));
-(b) end-to-end: trainer.step.train_updates (the loop trainer/main.py runs) fed by the trainer's
-    own data source for each loader (trainer.data.device.open_data: ShardStream or DeviceData,
+(b) end-to-end: trainer.loop.step.train_updates (the loop trainer/main.py runs) fed by the trainer's
+    own data source for each loader (trainer.data.choose.open_data: ShardStream or DeviceData,
     built from a TrainConfig over the shard folder), epoch after epoch, as in a run.
 ratio = end-to-end / model-only (the issue's goal: >= 0.9 for AlexNet at 227 px, bf16,
 channels_last on an H100). The first --warmup steps of each measurement are not timed
@@ -36,8 +36,8 @@ from models import list_models
 from shards.classes import NUM_CLASSES
 from shards.presets import TRAIN_PRESETS
 from trainer.data.stream import RunData
-from trainer.data.device import open_data
-from trainer.step import train_step, train_updates
+from trainer.data.choose import open_data
+from trainer.loop.step import train_step, train_updates
 from trainer.recipe.network import build_model
 from trainer.recipe.loss import build_loss
 from trainer.recipe.optim import build_optimizer, build_scheduler

@@ -144,10 +144,10 @@ def main() -> None:
     if args.pause_at == "final":
         real_final_test = trainer.main.test_and_write_outputs
 
-        def final_test(cfg, accelerator, *a, **kw):
-            if accelerator.is_main_process and pause_now:
+        def final_test(run):
+            if run.accelerator.is_main_process and pause_now:
                 wait_for_stop_signal(args.marker, args.signals)
-            return real_final_test(cfg, accelerator, *a, **kw)
+            return real_final_test(run)
 
         trainer.main.test_and_write_outputs = final_test
         sys.exit(trainer.main.main(trainer_args))

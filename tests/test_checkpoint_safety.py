@@ -16,9 +16,8 @@ from accelerate import Accelerator
 from trainer.rundir import checkpoint
 from trainer.rundir.checkpoint import RunState
 from trainer.rundir.sums import SUMS_FILE, damage
-from trainer.config import TrainConfig
-from trainer.main import start_or_resume
-from trainer.rundir.resume import NoIntactCheckpoint, resume_point
+from trainer.config import TrainConfig, as_dict
+from trainer.rundir.resume import NoIntactCheckpoint, open_run, resume_point
 
 
 @pytest.fixture
@@ -52,9 +51,11 @@ def _free(path: Path) -> int:
     return fs.f_bavail * fs.f_frsize
 
 
-def _lines() -> tuple[list[str], callable]:
-    said: list[str] = []
-    return said, lambda *parts: said.append(" ".join(map(str, parts)))
+def _resume(accelerator: Accelerator, run: Path, said: list[str]) -> Path | None:
+    """The checkpoint a --resume of `run` continues from; the lines it says go into `said`."""
+    point = resume_point(accelerator, run, epochs=20)
+    said.extend(point.lines)
+    return point.checkpoint
 
 
 def test_a_save_into_a_full_disk_raises_enospc_naming_it_and_loses_nothing(small_disk, shards_dir):
@@ -90,17 +91,17 @@ def test_a_save_into_a_full_disk_raises_enospc_naming_it_and_loses_nothing(small
                 fh.write(b"\0" * 65536)
                 fh.flush()
     cfg = TrainConfig(shards=str(shards_dir), out=str(run), resume=True)
-    said, say = _lines()
     with pytest.raises(OSError) as caught:
-        start_or_resume(cfg, accelerator, say)
+        open_run(accelerator, run, resume_point(accelerator, run, cfg.epochs).checkpoint, settings=as_dict(cfg), earlier={})
     assert caught.value.errno == errno.ENOSPC and "config.yaml" in str(caught.value)
     assert sorted(p.name for p in run.iterdir()) == ["best", "checkpoints"]
 
     # Space freed: the previous checkpoint is intact, verified, and the run resumes from it.
     filler.unlink()
     assert damage(first) is None
-    state = start_or_resume(cfg, accelerator, say)
-    assert state.epoch == 1 and f"resumed from {first}" in said[-1]
+    point = resume_point(accelerator, run, cfg.epochs)
+    state = open_run(accelerator, run, point.checkpoint, settings=as_dict(cfg), earlier={})
+    assert point.checkpoint == first and state.epoch == 1
     assert (run / "config.yaml").is_file() and (run / "history.csv").is_file()
 
 
@@ -119,8 +120,8 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_named(tmp_path):
     accelerator, model, older, newer, weights = _two_checkpoints(tmp_path)
     weights_file = newer / "model.safetensors"
     weights_file.write_bytes(weights_file.read_bytes()[:1000])  # the disk filled up under a copy
-    said, say = _lines()
-    assert resume_point(accelerator, tmp_path, say) == older
+    said: list[str] = []
+    assert _resume(accelerator, tmp_path, said) == older
     assert said == [f"--resume: skipped damaged checkpoint {newer}: model.safetensors: sha256 differs from "
                     f"{SUMS_FILE} (truncated or changed since it was saved); the next checkpoint save removes it"]
     assert checkpoint.load_checkpoint(accelerator, older).epoch == 1
@@ -133,12 +134,12 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_named(tmp_path):
 def test_missing_file_or_unreadable_state_is_skipped_and_all_damaged_is_one_error(tmp_path):
     accelerator, _, older, newer, _ = _two_checkpoints(tmp_path)
     (newer / "optimizer.bin").unlink()
-    said, say = _lines()
-    assert resume_point(accelerator, tmp_path, say) == older
+    said: list[str] = []
+    assert _resume(accelerator, tmp_path, said) == older
     assert said and "optimizer.bin: missing" in said[0]
     (older / "trainer_state.json").write_text("{not json")
     with pytest.raises(NoIntactCheckpoint) as caught:
-        resume_point(accelerator, tmp_path, say)
+        _resume(accelerator, tmp_path, said)
     text = str(caught.value)
     assert "epoch_0002 (optimizer.bin: missing)" in text and "epoch_0001 (trainer_state.json: sha256 differs" in text
 
@@ -147,12 +148,12 @@ def test_a_checkpoint_saved_before_checksums_still_resumes_unverified(tmp_path):
     accelerator, _, older, newer, _ = _two_checkpoints(tmp_path)
     for directory in (older, newer):
         (directory / SUMS_FILE).unlink()  # as saved by the version before this one
-    said, say = _lines()
-    assert resume_point(accelerator, tmp_path, say) == newer
+    said: list[str] = []
+    assert _resume(accelerator, tmp_path, said) == newer
     assert said == [f"--resume: {newer} has no {SUMS_FILE} (saved by an older version): resuming from it unverified"]
     assert checkpoint.load_checkpoint(accelerator, newer).epoch == 2
     # Without sums a truncated weights file is still caught by its header, and the older one is used.
     (newer / "model.safetensors").write_bytes((newer / "model.safetensors").read_bytes()[:1000])
-    said, say = _lines()
-    assert resume_point(accelerator, tmp_path, say) == older
+    said: list[str] = []
+    assert _resume(accelerator, tmp_path, said) == older
     assert "skipped damaged checkpoint" in said[0] and "model.safetensors" in said[0]

@@ -13,8 +13,7 @@ from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
 
 from cli_in_process import run_module
-from trainer.config import parse as config
-from trainer.evaluation import metrics
+from trainer import config
 
 
 def _one_error_line(status: int, capsys: pytest.CaptureFixture) -> str:
@@ -57,10 +56,3 @@ def test_help_shows_shards_and_out_as_required_without_a_none_default():
     required = text.split("\nrequired:\n", 1)[1]
     assert required.lstrip().startswith("--shards SHARDS") and "--out OUT" in required, text
     assert "(default: None)" not in text
-
-
-def test_metrics_module_points_to_the_scoring_command(capsys):
-    # printed nothing before: the module had no command (`python -m trainer.evaluation.metrics`, in this process)
-    code, out, _ = run_module("trainer.evaluation.metrics", ["--help"], capsys)
-    assert code == 0 and "python -m trainer.score SUBMISSION.csv" in out
-    assert "python -m trainer.score" in _one_error_line(metrics.main([]), capsys)

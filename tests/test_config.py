@@ -11,7 +11,7 @@ from models import list_models
 from shards.pack import PackOptions, pack
 from shards.synth import generate
 from trainer.config import ConfigError, TrainConfig, as_dict, parse_config
-from trainer.rundir.provenance import write_run_config
+from trainer.rundir.provenance import run_config_text
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Every trainer recipe shipped (suites.yaml lists runs, it is not one: tests/test_suite_config.py checks it).
@@ -150,7 +150,7 @@ def saved_run(shards_dir, tmp_path):
     run.mkdir()
     settings = parse_config(["--shards", str(shards_dir), "--out", str(run), "--model", "vocnet", "--lr", "3e-3",
                              "--optimizer", "adam", "--batch-size", "8", "--epochs", "3", "--workers", "0"])
-    write_run_config(run, as_dict(settings), world_size=1, device="cpu", resumed_from=None)
+    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None))
     return run
 
 
@@ -190,7 +190,7 @@ def test_resume_under_a_schedule_keeps_its_length(shards_dir, tmp_path):
     run.mkdir()
     argv = ["--shards", str(shards_dir), "--out", str(run)]
     settings = parse_config(argv + ["--schedule", "cosine", "--epochs", "4"])
-    write_run_config(run, as_dict(settings), world_size=1, device="cpu", resumed_from=None)
+    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None))
     assert parse_config(argv + ["--resume"]).epochs == 4
     with pytest.raises(ConfigError, match=r"^--epochs: 6 differs from 4"):
         parse_config(argv + ["--resume", "--epochs", "6"])

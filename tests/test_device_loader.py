@@ -16,7 +16,8 @@ from shards.device_views import crop_boxes, crop_flips, random_flips, resized_cr
 from shards.manifest import load_manifest
 from shards.resident import padded
 from trainer.data.stream import ShardStream
-from trainer.data.device import AUTO_FRACTION, DeviceData, choose_loader, device_bytes
+from trainer.data.choose import AUTO_FRACTION, choose_loader
+from trainer.data.device import DeviceData, device_bytes
 from trainer.config import ConfigError, TrainConfig
 
 SIZES = [(256, 341), (341, 256), (256, 256), (256, 900), (97, 120)]

@@ -36,7 +36,7 @@ signal.signal(signal.SIGTERM, lambda *_: None)  # recorded and ignored, as the t
 held = threading.Lock()
 held.acquire()
 with Watchdog(float(sys.argv[1])) as watchdog:
-    watchdog.identify(Identity(rank=1, world=2, main=False, host="node7"), Path(sys.argv[2]))
+    watchdog.identify(Identity(rank=1, world=2, main=False, host="node7"), Path(sys.argv[2]) / "stacks-rank1.txt")
     with watchdog.waiting("a lock nobody releases", phase="test", epoch=7):
         Path(sys.argv[3]).write_text("waiting")
         held.acquire()  # blocks in C for good

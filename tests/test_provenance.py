@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import yaml
 
-from trainer.rundir.provenance import write_run_config
+from trainer.config.yaml_files import read_run_record
+from trainer.rundir.provenance import run_config_text
 
 SETTINGS = {"model": "vocnet", "epochs": 2}
 
 
 def record(run_dir) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def write_run_config(run_dir, settings: dict, **facts) -> None:
+    """What a start writes: config.yaml from the settings, the start's facts and the record it found."""
+    text = run_config_text(settings, **facts, earlier=read_run_record(run_dir))
+    (run_dir / "config.yaml").write_text(text)
 
 
 def test_each_slurm_start_is_listed_with_job_id_nodes_and_restart_count(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from train_helpers import ACCELERATE, ROOT, TINY, ddp, env, free_port, kill_launch, single, start, wait_until
-from trainer.rundir.lock import lock_path
+from trainer.rundir.layout import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_at_once_and_a_sigkill_frees_
         assert yaml.safe_load((out / "config.yaml").read_text())["settings"]["seed"] == 3
     finally:
         kill_launch(first)  # the process and its loader worker, as a crash or the OOM killer would
-    assert lock_path(out).is_file()  # left behind, but nobody holds it any more
+    assert RunDir(out).lock.is_file()  # left behind, but nobody holds it any more
     check = subprocess.run([sys.executable, "-m", "trainer.config", *second], cwd=ROOT, env=env(),
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr

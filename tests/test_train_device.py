@@ -42,7 +42,7 @@ def test_device_loader_trains_and_scores_every_test_image_once(device_run, shard
     # Decoded here, or mapped from the decoded cache that an earlier run on these shards wrote, or some
     # splits each way (other tests on these shards cache the splits they load).
     assert "loader: device (--loader device); decoded" in log or "loader: device (--loader device); mapped" in log, log
-    # The start: line (trainer/progress.py) says where the time to the first step went.
+    # The start: line (trainer/loop/progress.py) says where the time to the first step went.
     assert re.search(r"start: [\d.]+ s from process start to the end of the first step \(interpreter and imports "
                      r"[\d.]+ s, Accelerator [\d.]+ s, model [\d.]+ s, data [\d.]+ s, prepare and resume [\d.]+ s, "
                      r"first step [\d.]+ s\)", log), log

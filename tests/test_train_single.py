@@ -8,8 +8,9 @@ import signal
 
 import pytest
 
-from trainer.rundir.checkpoint import STATE_FILE, RunState, checkpoints, latest_checkpoint
-from trainer.rundir.finished import finished_line
+from trainer.rundir.checkpoint import RunState, checkpoint_dirs, latest_checkpoint
+from trainer.rundir.layout import STATE_FILE
+from trainer.rundir.resume import choose
 from trainer.main import STOP_CHECK_UPDATES
 from train_helpers import TINY, history, run, signal_when_paused, single
 
@@ -79,8 +80,9 @@ def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     _fake_checkpoint(tmp_path, "epoch_0003_step_00004", RunState(epoch=2, step_in_epoch=4))
     _fake_checkpoint(tmp_path, ".tmp-epoch_0003", RunState(epoch=3))  # a save that was killed
     _fake_checkpoint(tmp_path, "epoch_0004", None)  # no state file: not a complete checkpoint
-    assert [d.name for d, _ in checkpoints(tmp_path)] == ["epoch_0001", "epoch_0002", "epoch_0003_step_00004"]
-    assert latest_checkpoint(tmp_path)[1].order == (2, 4)
+    listed = ["epoch_0001", "epoch_0002", "epoch_0003_step_00004", "epoch_0004"]  # by the position their names say
+    assert [d.name for d, _ in checkpoint_dirs(tmp_path)] == listed
+    assert latest_checkpoint(tmp_path)[1].order == (2, 4)  # epoch_0004's state does not read
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
@@ -107,7 +109,7 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch_and_resume_leaves
     said = capsys.readouterr().out
     assert f"--resume: {out} is finished (2 epochs trained and tested" in said and "give --epochs above 2" in said
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert finished_line(out, 3) is None  # a larger --epochs trains on
+    assert choose(out, 2).finished and choose(out, 3).finished is None  # a larger --epochs trains on
 
 
 @pytest.mark.slow

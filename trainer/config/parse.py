@@ -1,9 +1,9 @@
-"""Every setting of a training run: one dataclass, its CLI, an optional YAML file, validation.
+"""A run's settings from its command line, an optional YAML file and, on --resume, its own config.yaml.
 
 The CLI is generated from the dataclass fields (``batch_size`` -> ``--batch-size``), so a
 setting exists in exactly one place with its unit in its comment. Precedence, lowest first:
 field default < the run's own RUN/config.yaml (only with ``--resume``) < ``--config FILE``
-(YAML) < command line. Everything is validated here, before any process builds a model or
+(YAML) < command line. Everything is validated (config.validate) before any process builds a model or
 reads a shard, and every error names the flag (and the YAML file when the value came from
 there) together with what to do about it.
 
@@ -16,31 +16,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import os
 import sys
-import typing
-from pathlib import Path
 
-import torch
 import yaml
 
-from models import check_model_name
-from models.input_sizes import input_size_problem
-from shards.manifest import is_labeled, load_manifest
-from shards.verify import bad_shards, has_checksums, summarize
-from trainer.rundir import lock as run_lock
-from trainer.config.yaml_files import read_run_settings, read_yaml
+from trainer.config.fields import FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, TrainConfig, as_dict, flag, scalar_type
+from trainer.config.validate import REQUIRED, validate, where
+from trainer.config.yaml_files import read_run_record, read_yaml, run_settings
 from trainer.faults.exits import ConfigError
-from trainer.config.fields import (FROZEN_ON_RESUME, FROZEN_WITH_SCHEDULE, TRAINABLE_SPLITS, TrainConfig, as_dict, flag, scalar_type, train_split_names)
-
-REQUIRED: tuple[str, ...] = ("shards", "out")
-
-
-class _Parser(argparse.ArgumentParser):
-    # One ConfigError line instead of the 15-line usage block argparse prints on every process.
-    def error(self, message: str) -> typing.NoReturn:
-        raise ConfigError(f"{message.removeprefix('argument ')} (see --help)")
+from trainer.faults.usage import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     A malformed flag (``--epochs abc``) raises ConfigError naming it; ``--help`` still exits 0.
     """
-    parser = _Parser(
+    # One ConfigError line instead of the 15-line usage block argparse prints on every process.
+    parser = OneLineParser(
+        raises=ConfigError,
         prog="trainer/main.py",
         description="Train a multi-label VOC 2007 classifier (run it with `accelerate launch` for DDP).",
         argument_default=None,
@@ -73,17 +59,24 @@ def parse_config(argv: list[str] | None = None, *, check_in_use: bool = False) -
     Raises ConfigError on a bad or malformed value, and on --resume when a setting the checkpoint
     fixes (FROZEN_ON_RESUME) differs from the run's RUN/config.yaml. check_in_use: see validate.
     """
+    return parse_run(argv, check_in_use=check_in_use)[0]
+
+
+def parse_run(argv: list[str] | None = None, *, check_in_use: bool = False) -> tuple[TrainConfig, dict]:
+    """parse_config, and the run's config.yaml as --resume found it ({} otherwise): the one read of
+    that file at a start (the trainer takes the world size and earlier SLURM starts from it)."""
     cli = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
     from_yaml = read_yaml(cli["config"]) if cli.get("config") else {}
     chosen = {**from_yaml, **cli}
-    saved, saved_path = read_run_settings(chosen["out"]) if chosen.get("resume") and chosen.get("out") else ({}, None)
+    record = read_run_record(chosen["out"]) if chosen.get("resume") and chosen.get("out") else {}
+    saved, saved_path = run_settings(record, chosen["out"]) if record else ({}, None)
     cfg = TrainConfig(**{**saved, **chosen})
     sources = {name: saved_path for name in set(saved) - set(chosen)}
     sources |= {name: cfg.config for name in set(from_yaml) - set(cli)}
     validate(cfg, sources, check_in_use=check_in_use)
     if saved_path:
         _check_unchanged(cfg, saved, saved_path, sources)
-    return cfg
+    return cfg, record
 
 
 def _check_unchanged(cfg: TrainConfig, saved: dict, saved_path: str, sources: dict[str, str]) -> None:
@@ -91,157 +84,9 @@ def _check_unchanged(cfg: TrainConfig, saved: dict, saved_path: str, sources: di
     for name in frozen:
         if name in saved and getattr(cfg, name) != saved[name]:
             raise ConfigError(
-                f"{_where(name, sources)}: {getattr(cfg, name)!r} differs from {saved[name]!r} in {saved_path}, "
+                f"{where(name, sources)}: {getattr(cfg, name)!r} differs from {saved[name]!r} in {saved_path}, "
                 f"and --resume cannot change it (the checkpoint and history depend on it); drop the setting "
                 f"to continue the run, or start a new --out to train with the new value")
-
-
-def _where(name: str, sources: dict[str, str]) -> str:
-    return f"{flag(name)} (from {sources[name]})" if sources.get(name) else flag(name)
-
-
-def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_in_use: bool = False) -> None:
-    """Refuse a config that cannot train, naming the flag; cheap checks only (the model is built
-    on the meta device only, for its shapes; the shards' checksums are read once).
-
-    ``sources`` maps a field to the YAML file its value came from, so the error names that file.
-    ``check_in_use``: also refuse an --out another run holds now. Only for a check made before
-    the launch (`python -m trainer.config`): a rank must not peek, since its own main process may
-    already hold the lock (trainer/rundir/lock.py takes it and tells every rank).
-    """
-    def fail(name: str, why: str) -> None:
-        raise ConfigError(f"{_where(name, sources or {})}: {why}")
-
-    for f in dataclasses.fields(TrainConfig):  # choices again: YAML values bypass argparse
-        choices = f.metadata["choices"]
-        if choices and getattr(cfg, f.name) not in choices:
-            fail(f.name, f"{getattr(cfg, f.name)!r} is not one of {', '.join(choices)}")
-    for name in REQUIRED:
-        if not getattr(cfg, name):
-            fail(name, "is required")
-    unwritable = _why_unwritable(Path(cfg.out))
-    if unwritable:
-        fail("out", unwritable)
-    holder = run_lock.holder(cfg.out) if check_in_use else None
-    if holder:
-        fail("out", f"{cfg.out} is in use by another run ({holder}); wait for it to end, or choose another folder")
-    shards = Path(cfg.shards)
-    if not shards.is_dir():
-        fail("shards", f"no such directory {shards}; give the --out of `python -m shards.pack`")
-    if not (shards / "manifest.json").is_file():
-        looks_like_voc = (shards / "VOC2007").is_dir() or (shards / "JPEGImages").is_dir()
-        fail("shards", f"{shards} has no manifest.json" + (
-            f": it is a VOC folder, not shards; pack it first with `python -m shards.pack --voc {shards} --out SHARDS_DIR`"
-            if looks_like_voc else "; give the --out of `python -m shards.pack --voc VOCDEVKIT --out SHARDS_DIR`"))
-    try:
-        manifest = load_manifest(cfg.shards)
-    except Exception as err:  # the manifest's own message names the file and the problem
-        fail("shards", str(err))
-    trained = _check_splits(cfg, fail)
-    splits = manifest["splits"]
-    learned = [*trained, *([cfg.val_split] if cfg.val_split != "none" else [])]
-    for split in (*learned, "test"):
-        if not splits.get(split, {}).get("count"):
-            fail("shards", f"manifest has no images in split '{split}'; pack {', '.join(learned)} and test "
-                           f"(packed: {', '.join(splits) or 'none'})")
-    for split in learned:  # test may be unlabeled (hidden labels): it is only scored
-        if not is_labeled(splits[split]):
-            fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
-                           f"training needs labeled {' and '.join(learned)}: pack them from a VOC tree with "
-                           f"Annotations/ for every {split} id")
-    bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: trainer.data.stream warns
-    if bad:
-        fail("shards", f"{len(bad)} bad shard(s) in {cfg.shards}: {summarize(bad)}; pack again or copy the shard "
-                       f"set again (python -m shards.verify {cfg.shards} checks it)")
-    ckpts = Path(cfg.out) / "checkpoints"
-    if not cfg.resume and ckpts.is_dir() and any(p.is_dir() for p in ckpts.iterdir()):
-        fail("out", f"{cfg.out} already holds checkpoints of a run: pass --resume to continue it, "
-                    "or choose a new --out (a fresh run never overwrites another run)")
-    try:
-        check_model_name(cfg.model)
-    except ValueError as err:
-        fail("model", str(err))
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        fail("weights", f"no such file {cfg.weights}")
-    for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("test_frequency", 1),
-                      ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32),
-                      ("hang_timeout", 0)):
-        if getattr(cfg, name) < low:
-            fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
-    # Shapes only (meta device, no weights read: models/input_sizes.py), ~1-100 ms: a model that cannot
-    # take the input size is refused here, before launch.sh starts any process, not inside the run.
-    too_small = input_size_problem(cfg.model, cfg.image_size)
-    if too_small:
-        raise ConfigError(f"--model {cfg.model} --image-size {cfg.image_size}: {too_small}"
-                          + "".join(f" (--{n.replace('_', '-')} from {sources[n]})"
-                                    for n in ("model", "image_size") if (sources or {}).get(n)))
-    for f in dataclasses.fields(TrainConfig):  # nan/inf pass every comparison below unnoticed
-        if scalar_type(f) is float and not math.isfinite(getattr(cfg, f.name)):
-            fail(f.name, f"must be a finite number, got {getattr(cfg, f.name)}")
-    if not cfg.lr > 0:
-        fail("lr", f"must be > 0, got {cfg.lr}")
-    if cfg.weight_decay < 0:
-        fail("weight_decay", f"must be >= 0, got {cfg.weight_decay}")
-    if not 0 <= cfg.momentum < 1:
-        fail("momentum", f"must be in [0, 1), got {cfg.momentum}")
-    if not 0 <= cfg.warmup_epochs < cfg.epochs:
-        fail("warmup_epochs", f"must be in [0, --epochs={cfg.epochs}), got {cfg.warmup_epochs}")
-    if cfg.warmup_epochs > 0 and cfg.schedule == "none":
-        fail("warmup_epochs", "warm-up is part of --schedule cosine; set --schedule cosine or drop it")
-    if cfg.pos_weight == "auto" and cfg.loss != "bce":
-        fail("pos_weight", "positive weights need --loss bce (MultiLabelSoftMarginLoss has none)")
-    if cfg.mixed_precision == "fp16" and _runs_on_cpu(cfg):
-        fail("mixed_precision", "fp16 needs a GPU; on CPU use bf16 (or no)")
-    if cfg.log_with != "none":
-        from accelerate.tracking import get_available_trackers
-        installed = [str(tracker) for tracker in get_available_trackers()]
-        if cfg.log_with == "all" and not installed:
-            fail("log_with", "no experiment tracker is installed (pip install tensorboard, for one), or use --log-with none")
-        if cfg.log_with != "all" and cfg.log_with not in installed:
-            # Accelerate's tracker names are their pip names (comet_ml too: pip normalizes the underscore).
-            fail("log_with", f"{cfg.log_with} is not installed: pip install {cfg.log_with} (or --log-with none)")
-
-
-def _check_splits(cfg: TrainConfig, fail: typing.Callable[[str, str], None]) -> tuple[str, ...]:
-    """--train-splits and --val-split together; returns the split names trained on."""
-    names = train_split_names(cfg)
-    wrong = [name for name in names if name not in TRAINABLE_SPLITS]
-    if wrong or len(set(names)) != len(names):
-        why = "test is what the run is scored on" if "test" in wrong else "each split once"
-        fail("train_splits", f"{cfg.train_splits!r}: give {' or '.join(TRAINABLE_SPLITS)} or both, comma-separated "
-                             f"({why}), e.g. train,val")
-    if cfg.val_split in names:
-        fail("val_split", f"{cfg.val_split} is also trained on (--train-splits {cfg.train_splits}): its mAP would "
-                          f"pick the best epoch on training data; give --val-split none (the final model is tested)")
-    if cfg.val_split == "none" and cfg.test_with == "best":
-        fail("test_with", "best needs a validation split, and --val-split is none: use --test-with final")
-    return names
-
-
-def _why_unwritable(out: Path) -> str | None:
-    """Why --out cannot become a run directory, or None. Writes nothing: access(2) sees permissions
-    and read-only mounts (a run then fails at its first write, in every process at once)."""
-    if out.exists() and not out.is_dir():
-        return f"{out} exists and is not a folder; choose a folder for the run"
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, so {out} cannot be created; choose another --out"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        why = "read-only file system" if _read_only(existing) else "no write permission"
-        return f"cannot write into {existing} ({why}); choose another --out"
-    return None
-
-
-def _read_only(path: Path) -> bool:
-    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-
-
-def _runs_on_cpu(cfg: TrainConfig) -> bool:
-    # ACCELERATE_USE_CPU is the launcher's CPU switch (not a rank variable): honour it like Accelerator does.
-    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return cfg.cpu or forced or not torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,9 @@ from pathlib import Path
 import yaml
 
 from trainer.faults.exits import ConfigError
+from trainer.rundir.layout import CONFIG
 from trainer.config.fields import NOT_INHERITED, TrainConfig, flag, scalar_type
 
-# RUN/config.yaml: {settings, world_size, device, resumed_from, git, versions, slurm}, written by trainer.rundir.provenance.
-RUN_CONFIG = "config.yaml"
 
 
 def _load_yaml(path: Path, label: str) -> object:
@@ -76,8 +75,9 @@ def read_yaml(path: str) -> dict:
 
 
 def read_run_record(run_dir: str | Path) -> dict:
-    """RUN/config.yaml as trainer.rundir.provenance wrote it ({} when there is none): the one reader of that file."""
-    path = Path(run_dir) / RUN_CONFIG
+    """RUN/config.yaml ({settings, world_size, device, resumed_from, git, versions, slurm}) as
+    trainer.rundir.provenance wrote it, {} when there is none: the one reader of that file."""
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         return {}
     label = f"--resume: {path}"
@@ -88,11 +88,14 @@ def read_run_record(run_dir: str | Path) -> dict:
     return record
 
 
-def read_run_settings(run_dir: str) -> tuple[dict, str | None]:
-    """Settings a run recorded in RUN/config.yaml, minus where-to-read/write; ({}, None) without one."""
-    record = read_run_record(run_dir)
-    if not record:
-        return {}, None
-    path = str(Path(run_dir) / RUN_CONFIG)
+def run_settings(record: dict, run_dir: str | Path) -> tuple[dict, str]:
+    """The settings a run recorded (`record`: its config.yaml), minus where-to-read/write, and the file's path."""
+    path = str(Path(run_dir) / CONFIG)
     settings = {k: v for k, v in record["settings"].items() if str(k).replace("-", "_") not in NOT_INHERITED}
     return _typed(settings, f"--resume: {path}", path), path
+
+
+def read_run_settings(run_dir: str | Path) -> tuple[dict, str | None]:
+    """run_settings of the config.yaml in `run_dir`; ({}, None) without one."""
+    record = read_run_record(run_dir)
+    return run_settings(record, run_dir) if record else ({}, None)

@@ -3,9 +3,9 @@
 `RunData` is the training loop's one data argument: `batches` per epoch, `train(epoch, skip)`
 and `eval(split)`, plus the manifest facts the run reports. Two sources implement it:
 `ShardStream` (here) streams and decodes the shards every epoch; `DeviceData`
-(trainer/data/device.py) decodes them once and keeps them on the training device. Both get
-the rank and world size from the Accelerator and stay out of `accelerator.prepare`, which
-would split them a second time (docs/NOTES.md).
+(trainer/data/device.py) decodes them once and keeps them on the training device;
+trainer/data/choose.py picks one. Both get the rank and world size from the Accelerator and
+stay out of `accelerator.prepare`, which would split them a second time (docs/NOTES.md).
 """
 
 from __future__ import annotations
@@ -55,9 +55,20 @@ class RunData:
         return self._train_split["positives"], self._train_split["count"]
 
     def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch` after the first `skip`; the order is a function of
+        (seed, epoch, rank), so after a mid-epoch resume the skipped ones are those trained on."""
         raise NotImplementedError
 
     def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
+        """This rank's share of `split` in batches, and the ids all ranks together must score (all
+        of the split; in --debug only those of the first batches)."""
+        batches = self._eval_batches(split)
+        if not self.cfg.debug:
+            return batches, self.split_ids[split]
+        kept = list(islice(batches, DEBUG_BATCHES))
+        return kept, [image_id for _, _, ids in kept for image_id in ids]
+
+    def _eval_batches(self, split: str) -> Iterable[Batch]:
         raise NotImplementedError
 
 
@@ -69,17 +80,9 @@ class ShardStream(RunData):
                     num_workers=0 if self.cfg.debug else self.cfg.workers, image_size=self.cfg.image_size)
 
     def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
-        """This rank's batches of `epoch` after the first `skip`; the order is a function of
-        (seed, epoch, rank), so after a mid-epoch resume the skipped ones are those trained on."""
         loader = train_loader(self.cfg.shards, seed=self.cfg.seed, epoch=epoch, preset=self.cfg.augment,
                               split=self.train_split, **self._common())
         return islice(loader, skip, self.batches)
 
-    def eval(self, split: str) -> tuple[Iterable[Batch], list[str]]:
-        """This rank's share of `split`, and the ids all ranks together must score (all of the
-        split; in --debug only those of the first batches)."""
-        batches = iter(eval_loader(self.cfg.shards, split=split, **self._common()))
-        if not self.cfg.debug:
-            return batches, self.split_ids[split]
-        kept = list(islice(batches, DEBUG_BATCHES))
-        return kept, [image_id for _, _, ids in kept for image_id in ids]
+    def _eval_batches(self, split: str) -> Iterable[Batch]:
+        return iter(eval_loader(self.cfg.shards, split=split, **self._common()))

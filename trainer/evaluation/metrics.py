@@ -28,7 +28,6 @@ from __future__ import annotations
 import numpy as np
 
 from shards.classes import CLASSES, NUM_CLASSES
-from trainer.faults.usage import OneLineParser, refuse
 
 # The ports' thresholds, float quirks included (see the module docstring): not k / 10.
 VOC07_RECALL_POINTS: np.ndarray = np.arange(0.0, 1.1, 0.1)
@@ -116,20 +115,3 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
         "missing": [name for name, n in zip(CLASSES, positives) if n == 0],
         "positives": positives,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer.evaluation.metrics`: this module is the metric code, not a command; say which one scores files."""
-    parser = OneLineParser(
-        prog="python -m trainer.evaluation.metrics",
-        description="Per-class AP and mAP (headline and VOC07 11-point) as code for the trainer and trainer.score; "
-                    "it scores nothing by itself.",
-        epilog="To score a submission CSV: python -m trainer.score SUBMISSION.csv --voc VOC_TEST "
-               "(or --shards SHARDS_DIR); console script voc-score.")
-    parser.parse_args(argv)
-    return refuse("trainer.evaluation.metrics is the metric code, not a command; to score a submission CSV use "
-                  "`python -m trainer.score SUBMISSION.csv --voc VOC_TEST` or `--shards SHARDS_DIR` (voc-score)")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Every rank learns how a collective step went, so that a failure on one never leaves the
 others waiting in a barrier for it (gloo's/NCCL's default: 30 minutes, then a traceback each).
 
-Pattern (trainer.rundir.checkpoint, trainer.main.start_or_resume): each rank runs its part inside
+Pattern (trainer.rundir.checkpoint, trainer.rundir.resume): each rank runs its part inside
 `try`, keeps its own exception, then calls `agree(accelerator, own_error, what)` in place of
 `wait_for_everyone`. `agree` is one all-gather of "ok / error text" (through the Accelerator:
 no rank reads RANK itself); when any rank failed, every rank raises:
@@ -14,12 +14,16 @@ no rank reads RANK itself); when any rank failed, every rank raises:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from trainer.faults.exits import EXIT_IO, EXIT_PEER, IO_ERRNOS, PeerFailed
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,19 @@ def agree(accelerator: Accelerator, error: BaseException | None, what: str) -> N
     if first.errno is not None:
         raise OSError(first.errno, f"{first.strerror} (process {first.rank})", first.filename)
     raise RuntimeError(f"{what} failed on process {first.rank}: {first.kind}: {first.text}")
+
+
+def main_decides(accelerator: Accelerator, what: str, decide: Callable[[], T]) -> T:
+    """Collective: `decide()` on the main process only, its answer on every rank. For what one
+    process must judge for all (a file another rank may be reading, a shared file system that
+    answers each rank differently); an error in `decide` raises on every rank, as `agree` does."""
+    answer, error = None, None
+    if accelerator.is_main_process:
+        try:
+            answer = decide()
+        except Exception as err:  # every rank must hear of it
+            error = err
+    agree(accelerator, error, what)
+    if accelerator.num_processes > 1:
+        answer = broadcast_object_list([answer])[0]
+    return answer

@@ -9,9 +9,17 @@ from typing import NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line that points to --help (exit 2, as argparse does)."""
+    """argparse whose errors are one line that points to --help (exit 2, as argparse does), never
+    its usage block; or, with `raises`, that exception with the line (the trainer's settings raise
+    ConfigError: N processes must not each print a usage block, and a YAML file's errors join in)."""
+
+    def __init__(self, *args: object, raises: type[Exception] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.raises = raises
 
     def error(self, message: str) -> NoReturn:
+        if self.raises is not None:
+            raise self.raises(f"{message.removeprefix('argument ')} (see --help)")
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 

@@ -104,11 +104,11 @@ class Watchdog:
             self._wake_r.close()
             self._wake_w.close()
 
-    def identify(self, identity: Identity, run_dir: Path) -> None:
-        """Name this process in a hang's line, and put its stack dump into run_dir."""
+    def identify(self, identity: Identity, stacks_file: Path) -> None:
+        """Name this process in a hang's line, and dump its stacks into `stacks_file` then."""
         self.identity = identity
         self.who = f"rank {identity.rank} on {identity.host}"
-        self.stacks_file = Path(run_dir) / f"stacks-rank{identity.rank}.txt"
+        self.stacks_file = Path(stacks_file)
 
     # --- declaring waits (main thread)
     @contextmanager

@@ -1,6 +1,6 @@
 """What a run directory says about its run, read from its files alone (trainer.suite, trainer.report).
 
-A run is finished when it has summary.json (written last, atomically, by trainer.evaluation.final_test);
+A run is finished when it has summary.json (written last, atomically, by trainer.loop.final_test);
 unfinished when it has a complete checkpoint (it resumes from there); started when only its
 config.yaml or log is there (killed before its first checkpoint); missing when there is no
 directory.

@@ -43,10 +43,10 @@ from safetensors.torch import load_file
 from trainer.faults.agreement import agree
 from trainer.faults.exits import BadInput
 from trainer.rundir.atomic import RESULT_FILE_MODE, atomic_write_text
+from trainer.rundir.layout import STATE_FILE, WEIGHTS_FILE, RunDir
 from trainer.rundir.sums import write_sums
 from trainer.faults.disk_errors import WRITE_ERRORS, as_os_error
 
-STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"epoch_(\d{4,})(?:_step_(\d{5,}))?")
 
@@ -90,22 +90,11 @@ def read_state(directory: Path) -> RunState | None:
         return None
 
 
-def checkpoints(run_dir: str | os.PathLike) -> list[tuple[Path, RunState]]:
-    """Complete checkpoints, oldest first; partial saves (.tmp-*) and unreadable ones left out."""
-    root = Path(run_dir) / "checkpoints"
-    found = []
-    for directory in root.iterdir() if root.is_dir() else []:
-        if directory.is_dir() and not directory.name.startswith(TMP_PREFIX):
-            state = read_state(directory)
-            if state is not None:
-                found.append((directory, state))
-    return sorted(found, key=lambda item: item[1].order)
-
-
 def checkpoint_dirs(run_dir: str | os.PathLike) -> list[tuple[Path, tuple[int, int]]]:
     """Every checkpoint folder, whether or not it reads, oldest first by the position its name
-    says (RunState.name); partial saves (.tmp-*) and other names left out."""
-    root = Path(run_dir) / "checkpoints"
+    says (RunState.name): the one listing of checkpoints/. Partial saves (.tmp-*) and other names
+    are left out."""
+    root = RunDir(run_dir).checkpoints
     found = []
     for directory in root.iterdir() if root.is_dir() else []:
         match = _NAME.fullmatch(directory.name)
@@ -115,9 +104,13 @@ def checkpoint_dirs(run_dir: str | os.PathLike) -> list[tuple[Path, tuple[int, i
     return sorted(found, key=lambda item: item[1])
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, RunState] | None:
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
+def latest_checkpoint(run_dir: str | os.PathLike, *, epoch_end: bool = False) -> tuple[Path, RunState] | None:
+    """The newest checkpoint whose state reads (only end-of-epoch ones with epoch_end), or None."""
+    for directory, (_, step) in reversed(checkpoint_dirs(run_dir)):
+        state = read_state(directory) if not (epoch_end and step) else None
+        if state is not None:
+            return directory, state
+    return None
 
 
 def _readable_by_group(directory: Path) -> None:
@@ -185,8 +178,9 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 def _prune(root: Path, saved: tuple[int, int], keep: int) -> None:
     """Keep the `keep` newest checkpoints up to the one just saved. Any beyond it are from before a
     resume that skipped them as damaged (trainer/rundir/resume.py): superseded, so removed too."""
-    older = [d for d, order in checkpoint_dirs(root.parent) if order <= saved]
-    newer = [d for d, order in checkpoint_dirs(root.parent) if order > saved]
+    listed = checkpoint_dirs(root.parent)
+    older = [d for d, order in listed if order <= saved]
+    newer = [d for d, order in listed if order > saved]
     for old in older[:-keep] + newer:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -194,7 +188,7 @@ def _prune(root: Path, saved: tuple[int, int], keep: int) -> None:
 def save_checkpoint(accelerator: Accelerator, run_dir: str | os.PathLike, state: RunState, *, keep: int) -> Path:
     """Collective: every process calls it at the same point. Returns the final directory; raises
     OSError (main process) / PeerFailed (others) when the save failed anywhere (module docstring)."""
-    root = Path(run_dir) / "checkpoints"
+    root = RunDir(run_dir).checkpoints
     final = root / state.name()
     tmp = root / f"{TMP_PREFIX}{final.name}"
     what = f"saving checkpoint {final}"
@@ -245,7 +239,8 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
               val_map: float) -> None:
     """Keep the weights of the best-val-mAP epoch in best/ (atomically, like checkpoints). Collective;
     a failed save leaves the previous best/ and raises like save_checkpoint."""
-    final, tmp = Path(run_dir) / "best", Path(run_dir) / f"{TMP_PREFIX}best"
+    final = RunDir(run_dir).best
+    tmp = final.with_name(TMP_PREFIX + final.name)
     what = f"saving the best model to {final}"
     error = _part(lambda: shutil.rmtree(tmp, ignore_errors=True), final) if accelerator.is_main_process else None
     agree(accelerator, error, what)
@@ -268,5 +263,5 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
 
 def load_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | os.PathLike) -> None:
     """Load best/model.safetensors into the (unwrapped) model on every process."""
-    weights = load_file(str(Path(run_dir) / "best" / "model.safetensors"))  # host; load_state_dict copies over
+    weights = load_file(str(RunDir(run_dir).best / WEIGHTS_FILE))  # host; load_state_dict copies over
     accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(weights)

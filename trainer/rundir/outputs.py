@@ -9,11 +9,13 @@ goes through one writer (`csv_text`: LF line ends).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,30 @@ from shards.classes import CLASSES, NUM_CLASSES
 from trainer.rundir.atomic import atomic_write_text
 
 
-# seconds: wall time of the epoch (training + evaluation); images_per_s: training images of all
-# processes per second of training. Evaluation columns are empty at epochs without evaluation.
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_map", "train_map", "lr", "seconds",
-                                    "images_per_s")
+@dataclass
+class EpochRow:
+    """One row of history.csv, its columns in this order. Evaluation columns are None (empty cells)
+    at epochs without evaluation."""
+
+    epoch: int
+    train_loss: float  # mean over every batch of every rank, those before a resume included
+    val_loss: float | None = None
+    val_map: float | None = None
+    train_map: float | None = None
+    lr: float = 0.0  # the rate the epoch started with (cosine moves it every update)
+    seconds: float = 0.0  # wall time of the epoch (training + evaluation)
+    images_per_s: float = 0.0  # training images of all processes per second of training
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def line(self) -> str:
+        """The row as the run's console line: `epoch 3 train_loss 0.2051 ...`, empty cells left out."""
+        return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in dataclasses.asdict(self).items() if v is not None)
+
+
+HISTORY_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EpochRow))
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

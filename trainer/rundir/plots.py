@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.rundir.atomic import atomic_write
+from trainer.rundir.layout import LOSS_PLOT, MAP_PLOT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -84,7 +85,7 @@ def plot_history(history_rows: Sequence[Mapping], out_dir: str | os.PathLike, ti
     otherwise flatten the rest of the curve.
     """
     out_dir = Path(out_dir)
-    paths = (out_dir / "loss.png", out_dir / "map.png")
+    paths = (out_dir / LOSS_PLOT, out_dir / MAP_PLOT)
     for path, fig in zip(paths, history_figures(history_rows, title)):
         atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))
     return paths

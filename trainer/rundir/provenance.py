@@ -13,9 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from trainer.rundir.atomic import atomic_write_text
-from trainer.config.yaml_files import RUN_CONFIG, read_run_record
-from trainer.faults.exits import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
@@ -52,27 +49,13 @@ def slurm_start(environ: Mapping[str, str] = os.environ) -> dict | None:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _earlier_slurm_starts(run_dir: Path) -> list:
-    try:
-        starts = read_run_record(run_dir).get("slurm") or []
-    except ConfigError:  # an unreadable record: main.py refuses to resume from it before we get here
-        return []
-    return starts if isinstance(starts, list) else []
-
-
-def write_run_config(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
-                     resumed_from: str | None) -> None:
-    """Write RUN/config.yaml: settings as resolved (defaults < YAML < CLI) plus provenance. Under
-    SLURM, `slurm` lists every start of the run (earlier ones kept from the previous record)."""
-    text = run_config_text(run_dir, settings, world_size=world_size, device=device, resumed_from=resumed_from)
-    atomic_write_text(Path(run_dir) / RUN_CONFIG, text)
-
-
-def run_config_text(run_dir: str | os.PathLike, settings: dict, *, world_size: int, device: str,
-                    resumed_from: str | None) -> str:
-    """What write_run_config writes (for writing it together with other files: trainer.rundir.atomic)."""
-    run_dir = Path(run_dir)
-    starts = _earlier_slurm_starts(run_dir)
+def run_config_text(settings: dict, *, world_size: int, device: str, resumed_from: str | None,
+                    earlier: dict | None = None) -> str:
+    """RUN/config.yaml: the settings as resolved (defaults < YAML < CLI) with what made the run.
+    Under SLURM, `slurm` lists every start of the run: those of the `earlier` record (the
+    config.yaml a resume found), then this one."""
+    starts = (earlier or {}).get("slurm") or []
+    starts = starts if isinstance(starts, list) else []
     this_start = slurm_start()
     if this_start is not None:
         starts = [*starts, {**this_start, "resumed_from": resumed_from}]

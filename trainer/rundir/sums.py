@@ -19,9 +19,8 @@ from safetensors import SafetensorError, safe_open
 
 from shards.verify import file_sha256
 from trainer.rundir.atomic import atomic_write_text
+from trainer.rundir.layout import SUMS_FILE, WEIGHTS_FILE
 
-SUMS_FILE = "checksums.json"
-WEIGHTS_FILE = "model.safetensors"  # accelerate's name for the model in save_state
 
 
 def write_sums(directory: Path) -> None:

@@ -73,7 +73,7 @@ def run_loss(cfg: TrainConfig, manifest: dict) -> nn.Module | None:
 
 def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path, run_dir: Path,
                   precision: str, device: str) -> dict:
-    """Like the trainer's test block (trainer.evaluation.final_test), for any split, plus which weights."""
+    """Like the trainer's test block (trainer.loop.final_test), for any split, plus which weights."""
     metrics = result.metrics
     return {
         "run": str(run_dir), "model": run.cfg.model, "weights": run.weights.label,

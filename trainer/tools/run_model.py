@@ -26,12 +26,12 @@ from torch import nn
 
 from models import list_models
 from shards.transforms import normalize
-from trainer.rundir.checkpoint import STATE_FILE, checkpoints
+from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.rundir.layout import STATE_FILE, WEIGHTS_FILE, RunDir
 from trainer.config.yaml_files import read_run_settings
 from trainer.recipe.network import build_model
 from trainer.config import ConfigError, TrainConfig
 
-WEIGHTS_FILE = "model.safetensors"  # what accelerator.save_state / save_model write
 PRETRAINED_SUFFIX = "_pretrained"
 WEIGHT_CHOICES = "best, final or a checkpoint directory"
 
@@ -87,7 +87,7 @@ def _state(directory: Path) -> dict:
 def choose_weights(run_dir: str | Path, choice: str | None, epochs: int) -> Weights:
     """Resolve --weights (None: best if the run has it, else final); ConfigError when they are not there."""
     run = Path(run_dir)
-    best = run / "best"
+    best = RunDir(run).best
     if choice is None:
         choice = "best" if (best / WEIGHTS_FILE).is_file() else "final"
     if choice == "best":
@@ -99,11 +99,11 @@ def choose_weights(run_dir: str | Path, choice: str | None, epochs: int) -> Weig
         return Weights("best", best / WEIGHTS_FILE, state.get("epoch"),
                        f"best (epoch {state.get('epoch', '?')}{val}): {best / WEIGHTS_FILE}")
     if choice == "final":
-        ends = [(d, s) for d, s in checkpoints(run) if s.step_in_epoch == 0]
-        if not ends:
-            raise ConfigError(f"--weights final: {run / 'checkpoints'} holds no complete end-of-epoch checkpoint; "
+        newest = latest_checkpoint(run, epoch_end=True)
+        if newest is None:
+            raise ConfigError(f"--weights final: {RunDir(run).checkpoints} holds no complete end-of-epoch checkpoint; "
                               "use --weights best or a checkpoint directory")
-        directory, state = ends[-1]
+        directory, state = newest
         unfinished = "" if state.epoch >= epochs else f"; the run has not finished its {epochs} epochs"
         return Weights("final", directory / WEIGHTS_FILE, state.epoch,
                        f"final (epoch {state.epoch} of {epochs}{unfinished}): {directory / WEIGHTS_FILE}")

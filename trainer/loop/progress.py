@@ -22,6 +22,7 @@ class TrainProgress:
 
     def __init__(self, enabled: bool, console: Console | None = None):
         self.console = console or Console()
+        self.enabled = enabled
         self.live = enabled and sys.stdout.isatty()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -30,6 +31,12 @@ class TrainProgress:
             console=self.console, disable=not self.live,
         )
         self.task = None
+
+    def say(self, *parts: object) -> None:
+        """A line on the main process's console (nothing on the others). soft_wrap: log lines stay
+        one line each in files and CI logs (rich wraps at 80 columns there)."""
+        if self.enabled:
+            self.console.print(*parts, soft_wrap=True)
 
     def __enter__(self) -> "TrainProgress":
         self.progress.__enter__()
