@@ -1,4 +1,4 @@
-"""Loader worker start-up and per-pass cost, as the trainer pays them (README: Loaders).
+"""Loader worker start-up and per-pass cost, as the trainer pays them (docs/data.md, Loader workers).
 
 `python benchmarks/loader_start.py SHARDS [--workers 2 --batch-size 32 --repeats 5]`
 

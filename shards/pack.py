@@ -11,18 +11,13 @@ One sample per image, `__key__` = the VOC id, with `jpg` (RGB JPEG, by default s
 Shards are `SHARDS_DIR/{split}-{NNNNN}.tar`, plus `manifest.json`.
 
 A split none of whose ids has an annotation (a test set with hidden labels) is packed
-unlabeled, no flag needed: its samples have "labels": null and "objects": null, its manifest
-entry "labeled": false (shards/manifest.py). A split with only SOME annotations missing is
-bad input like any other.
+unlabeled, no flag needed ("labels": null, manifest "labeled": false); a split with only SOME
+annotations missing is bad input like any other.
 
-Everything is written to a temporary folder next to SHARDS_DIR and renamed at the end, so
-a failed pack never leaves a half-written shard set; one that was killed leaves its hidden
-`.SHARDS_DIR.partial-*` folder, which the next pack into the same place removes (and says so).
-While it runs, a pack holds `.SHARDS_DIR.lock` next to SHARDS_DIR (shards.lock): a second pack
-into the same place is refused at once. The shard folder gets the ordinary mode of a new
-folder (umask), so others can read it on shared storage. manifest.json records each shard's
-sha256 (python -m shards.verify checks them). Output is deterministic: ids in sorted order,
-fixed tar metadata, no timestamps.
+Written to a temporary folder next to SHARDS_DIR and renamed at the end, so a failed pack never
+leaves a half-written shard set (a killed one's `.SHARDS_DIR.partial-*` is removed by the next
+pack); `.SHARDS_DIR.lock` refuses a second pack into the same place. manifest.json records each
+shard's sha256 (shards.verify). Output is deterministic: sorted ids, fixed tar metadata.
 """
 
 from __future__ import annotations

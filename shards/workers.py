@@ -9,7 +9,7 @@ by fork+exec; workers are forked from it, so no thread of the trainer can hold a
 Why the preload: without it every worker imports torch itself (~4 s on a quiet 2-core box, ~17 s
 under load). The server imports PRELOAD and the main module (what the worker re-imports to
 unpickle its dataset: `_main_preload`) once; each worker start is then a fork of a warm server
-(README: Loaders).
+(docs/data.md, Loader workers).
 
 Stop signals: schedulers signal whole process groups (torchrun's killpg, SLURM's step), and a
 loader worker must not die of it: the training process decides (trainer/faults/signals.py). A

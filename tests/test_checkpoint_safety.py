@@ -1,4 +1,4 @@
-"""Issue 16, items 4-5: a save into a full disk fails as one OSError and loses nothing; a damaged
+"""A save into a full disk fails as one OSError and loses nothing; a damaged
 newest checkpoint is skipped on --resume, named, and the one before it resumes. Real files on a
 real small tmpfs (root only), real Accelerators, the trainer's own functions."""
 

@@ -1,7 +1,7 @@
 """Loader workers start from a clean forkserver (shards.workers), not a fork of the trainer.
 
 Forking while another thread holds a lock hands the worker a lock nobody will release (the
-CPython 3.11 + gloo hang of issue 16); the project's workers do not inherit it. They also
+CPython 3.11 + gloo hang in docs/NOTES.md); the project's workers do not inherit it. They also
 ignore stop signals (only the trainer acts on them), still yield the same batches, and are
 killed when their process exits with a loader still running.
 """

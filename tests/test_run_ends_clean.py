@@ -1,4 +1,4 @@
-"""Issue 16 items 4 and 6 through the trainer itself: a 2-process run whose --out fills up ends
+"""Through the trainer itself: a 2-process run whose --out fills up ends
 on both ranks with the disk error named, nothing left half-written; a run refused after its
 --out was claimed leaves no empty --out behind."""
 

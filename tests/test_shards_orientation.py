@@ -1,4 +1,4 @@
-"""Issue 19, item 3: JPEGs with an EXIF Orientation tag (real JPEGs written by PIL with the tag).
+"""JPEGs with an EXIF Orientation tag (real JPEGs written by PIL with the tag).
 
 The stored pixels, the json's width/height and the boxes must be in one frame: the one the XML's
 <size> says the annotator saw. Upright frame -> turned upright at pack time; stored frame -> kept

@@ -1,4 +1,4 @@
-"""Issue 19, item 1-2: any VOC year, and several sources in one split ("07+12"), for folders and real tars.
+"""Any VOC year, and several sources in one split ("07+12"), for folders and real tars.
 
 Trees made by shards.synth (`year=2012` writes VOC2012 with 2008_ ids); tars made with tarfile from
 those trees, as the official archives hold them (VOCdevkit/VOC<year>/...).

@@ -31,7 +31,7 @@ OUTPUTS = ("config.yaml", "history.csv", "summary.json", "per_class_ap.csv", "su
 
 
 def submit(cluster: LocalSlurm, log: Path, sbatch: list[str], trainer: list[str], env: dict | None = None) -> str:
-    """sbatch cluster/train.sbatch from the repository root, as the README says; returns the job id."""
+    """sbatch cluster/train.sbatch from the repository root, as docs/cluster.md says; returns the job id."""
     job_env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "VOC_PYTHON": sys.executable, **(env or {})}
     return cluster.sbatch(["--cpus-per-task=1", f"--output={log}", *sbatch, "cluster/train.sbatch", *trainer],
                           cwd=ROOT, env=job_env)

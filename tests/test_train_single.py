@@ -101,7 +101,7 @@ def test_test_with_best_writes_the_csv_from_the_best_val_epoch_and_resume_leaves
     assert summary["best_model"]["epoch"] == 1 and summary["test_map"] == summary["best_model"]["test_map"]
     assert (out / "best" / "model.safetensors").is_file()
 
-    # --resume of the finished run: one line, and not one file of the run changes (issue 19).
+    # --resume of the finished run: one line, and not one file of the run changes.
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     from trainer.main import main
     capsys.readouterr()

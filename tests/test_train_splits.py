@@ -1,4 +1,4 @@
-"""Issue 19, item 2: the papers' protocols. "07+12" packed in one command, trained on trainval
+"""The papers' protocols. "07+12" packed in one command, trained on trainval
 (--train-splits train,val) without selection (--val-split none), tested with the final model.
 
 One real one-process run (in this process: trainer.main.main, as `python trainer/main.py` runs it)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from argparse import Namespace
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # trainer/faults/signals.py's, without importing torch here
+from shards.workers import STOP_SIGNALS  # the trainer's to act on: the launcher only waits through them
 
 
 def exit_status(failures: dict[int, tuple[int, int]]) -> tuple[int, list[str]]:

@@ -2,8 +2,8 @@
 
 torch.save and safetensors report a full disk through their C++/Rust streams
 (`basic_ios::clear: iostream error`, `unexpected pos ...`, `PytorchStreamWriter failed writing
-file`): text without an errno, so "No space left on device" appeared nowhere in 108 lines of
-tracebacks (issue 16). `as_os_error` gives such an error the errno it most likely had, from the
+file`): text without an errno, in which "No space left on device" appears nowhere.
+`as_os_error` gives such an error the errno it most likely had, from the
 state of the target file system at the moment of the failure (call it before removing the
 partial files: they still hold the space that ran out):
     an OS errno quoted in the text (Rust's "os error 28") -> that errno

@@ -1,12 +1,6 @@
 """How a run ends on a fault: one `error:` line from the process that found it, and an exit status
-that says what kind of fault it was (README "Exit status"; cluster/train.sbatch acts on it).
-
-    0    done, or stopped by a signal after saving a checkpoint (--resume continues)
-    1    this process stopped because another process of the run failed (that one's line says
-         why), or an unexpected error (a bug: the traceback is printed)
-    2    bad input: a setting, the shards, no intact checkpoint to resume
-    74   I/O error: no space left, read-only file system, EIO... while writing the run's files (EX_IOERR)
-    124  a wait passed --hang-timeout (trainer.faults.watchdog); the run resumes from its last checkpoint
+that says what kind of fault it was. docs/faults.md is the table of statuses users read;
+cluster/train.sbatch acts on them.
 
 The peers of a failed process learn of it when the connection to it breaks in their next
 collective: they say so in one line, with status 1, kept below the others so that a scheduler
@@ -20,10 +14,10 @@ import os
 import sys
 from dataclasses import dataclass
 
-EXIT_PEER = 1
-EXIT_BAD_INPUT = 2
-EXIT_IO = 74
-EXIT_HANG = 124
+EXIT_PEER = 1  # another process of the run failed (its line says why)
+EXIT_BAD_INPUT = 2  # a setting, the shards, no intact checkpoint to resume
+EXIT_IO = 74  # the run's files cannot be written: no space, read-only, EIO (EX_IOERR)
+EXIT_HANG = 124  # a wait passed --hang-timeout (faults.watchdog)
 
 # Errors of the file system a run writes to: the user must make room or fix the mount, not the code.
 IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,

@@ -2,9 +2,9 @@
 and on a first Ctrl-C (SIGINT).
 
 The handler only records the signal: saving a checkpoint from inside a signal handler could
-interrupt a half-done optimizer step or a collective. The training loop polls
-`received` at each step boundary, agrees with the other ranks through
-`accelerator.check_trigger()` (one rank may be signalled alone), saves and exits with 0.
+interrupt a half-done optimizer step or a collective. The training loop asks every few optimizer
+updates (trainer.main.STOP_CHECK_UPDATES) and at each epoch end whether any rank was signalled
+(`agreed`: one rank may be signalled alone), saves a checkpoint and exits with 0.
 
 Schedulers and launchers signal whole process groups (torchrun forwards SIGTERM with killpg,
 SLURM signals every process of a step), which includes the DataLoader worker processes and the
@@ -24,7 +24,7 @@ from types import FrameType
 from accelerate import Accelerator
 
 # SIGTERM, SIGUSR1 and SIGINT (Ctrl-C in a terminal reaches every process of the launch; a second
-# Ctrl-C aborts). One tuple for the handler here and the workers' shield; callers import it from here.
+# Ctrl-C aborts): one tuple for the handler here, the loader workers' shield and the launcher.
 from shards.workers import STOP_SIGNALS
 
 

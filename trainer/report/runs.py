@@ -17,6 +17,7 @@ from pathlib import Path
 from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.config.yaml_files import read_run_record
 from trainer.config import ConfigError
+from trainer.rundir.layout import CONFIG, HISTORY, SUMMARY
 
 FINISHED, UNFINISHED, STARTED, MISSING = "finished", "unfinished", "started", "missing"
 
@@ -51,7 +52,7 @@ class RunFiles:
 
     def finished_at(self) -> str | None:
         """When summary.json was written (its file time, UTC): the run's date."""
-        path = self.path / "summary.json"
+        path = self.path / SUMMARY
         if not path.is_file():
             return None
         return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -77,12 +78,12 @@ def read_run(path: str | Path, name: str | None = None) -> RunFiles:
         run.record = read_run_record(path)
     except ConfigError as err:
         problems.append(str(err).removeprefix("--resume: "))
-    if (path / "history.csv").is_file():
-        with open(path / "history.csv", newline="") as f:
+    if (path / HISTORY).is_file():
+        with open(path / HISTORY, newline="") as f:
             run.history = list(csv.DictReader(f))
-    if (path / "summary.json").is_file():
+    if (path / SUMMARY).is_file():
         try:
-            run.summary = json.loads((path / "summary.json").read_text())
+            run.summary = json.loads((path / SUMMARY).read_text())
         except ValueError as err:
             problems.append(f"{path / 'summary.json'}: not JSON ({err})")
     run.problem = "; ".join(problems) or None
@@ -98,7 +99,7 @@ def read_run(path: str | Path, name: str | None = None) -> RunFiles:
 def is_run_dir(path: str | Path) -> bool:
     """A directory the trainer wrote into (its config.yaml, history or summary is there)."""
     path = Path(path)
-    return any((path / name).is_file() for name in ("config.yaml", "summary.json", "history.csv"))
+    return any((path / name).is_file() for name in (CONFIG, SUMMARY, HISTORY))
 
 
 def runs_under(root: str | Path) -> list[Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shards.classes import CLASSES
 from trainer.report.reference import BY_RUN
+from trainer.rundir.outputs import clock, four
 from trainer.report.runs import FINISHED, MISSING, RunFiles
 from trainer.config import ConfigError
 from trainer.suite.catalog import describe_changes, differences, shown_path
@@ -25,19 +26,6 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def four(value: float | None) -> str:
-    """A figure as in summary.json, 4 decimals; '-' for none (never 0, which would read as a real AP)."""
-    return "-" if value is None else f"{value:.4f}"
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _best_val(summary: dict) -> str:

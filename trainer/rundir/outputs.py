@@ -103,6 +103,20 @@ def _number(value: float | None, digits: int = 6) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def four(value: float | None) -> str:
+    """A figure as in summary.json, 4 decimals; '-' for none (never 0, which would read as a real AP)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def clock(seconds: float | None) -> str:
+    """A duration as h:mm:ss; '-' for none."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
     """per_class_ap.csv: class, positives (images with state 1), ap (sklearn, the headline),
     ap_voc07 (11-point, difficult ignored). Classes without positives have empty AP cells."""
@@ -124,12 +138,10 @@ def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
         if metrics["ap"][c] is None:
             table.add_row(name, str(metrics["positives"][c]), "[dim]missing[/dim]", "[dim]missing[/dim]")
         else:
-            table.add_row(name, str(metrics["positives"][c]), _number(metrics["ap"][c], 4),
-                          _number(metrics["ap_voc07"][c], 4))
+            table.add_row(name, str(metrics["positives"][c]), four(metrics["ap"][c]), four(metrics["ap_voc07"][c]))
     table.add_section()
     missing = f" ({len(metrics['missing'])} missing, left out)" if metrics["missing"] else ""
-    table.add_row(f"[bold]mAP[/bold]{missing}", "", _number(metrics["map"], 4) or "-",
-                  _number(metrics["map_voc07"], 4) or "-")
+    table.add_row(f"[bold]mAP[/bold]{missing}", "", four(metrics["map"]), four(metrics["map_voc07"]))
     return table
 
 

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from trainer.report.tables import clock, four
+from trainer.rundir.outputs import clock, four
 from trainer.suite.catalog import Run
+from trainer.rundir.layout import HISTORY
 
 QUEUED, RUNNING, DONE, FINISHED_BEFORE = "queued", "running", "done", "finished before"
 REFUSED, NO_WEIGHTS, BAD_SETTINGS, FAILED, STOPPED, NOT_STARTED = (
@@ -51,7 +52,7 @@ class Job:
         return self.state in (DONE, FINISHED_BEFORE)
 
     def epochs_done(self) -> int:
-        path = self.run_dir / "history.csv"
+        path = self.run_dir / HISTORY
         return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
 
 

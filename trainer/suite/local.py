@@ -18,6 +18,7 @@ from datetime import datetime
 
 from trainer.suite.board import DONE, FAILED, NOT_STARTED, QUEUED, RUNNING, STOPPED, Board, Job
 from trainer.suite.plan import TRAINER, last_error
+from trainer.rundir.layout import SUMMARY
 
 POLL_S = 0.5  # how often the running processes and their history.csv are looked at
 ENDED_MARK = "ended:"  # RUN/suite.log's last line of a start: "=== trainer.suite TIME ended: STATE: WHY"
@@ -86,7 +87,7 @@ def _stop(job: Job, board: Board, why: str) -> None:
 
 
 def _finish(job: Job, board: Board) -> None:
-    code, summary_file = job.proc.returncode, job.run_dir / "summary.json"
+    code, summary_file = job.proc.returncode, job.run_dir / SUMMARY
     if code == 0 and summary_file.is_file():
         job.state, job.summary = DONE, json.loads(summary_file.read_text())
         mean_ap = job.summary.get("test_map")

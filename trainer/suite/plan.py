@@ -23,6 +23,7 @@ from trainer.rundir.provenance import PROJECT_DIR
 from trainer.config import ConfigError, as_dict, flag
 from trainer.suite.board import BAD_SETTINGS, FINISHED_BEFORE, NO_WEIGHTS, REFUSED, Job
 from trainer.suite.catalog import RUNTIME_FIELDS, Run, describe_changes, recipe_changes, recipe_settings, shown_path
+from trainer.rundir.layout import SUMMARY
 
 TRAINER = PROJECT_DIR / "trainer" / "main.py"
 
@@ -31,7 +32,7 @@ def plan_job(run: Run, *, shards: str, runs: Path, flags: list[str], given: dict
     """The job for one run, in its first state: finished before, refused, no weights, bad settings or queued."""
     job = Job(run, runs / run.name)
     job.argv = ["--config", str(run.recipe), "--shards", shards, "--out", str(job.run_dir), *flags]
-    summary_file = job.run_dir / "summary.json"
+    summary_file = job.run_dir / SUMMARY
     if summary_file.is_file():
         job.state, job.summary = FINISHED_BEFORE, json.loads(summary_file.read_text())
         job.epochs = job.summary.get("epochs")

@@ -32,6 +32,7 @@ from trainer.config import ConfigError
 from trainer.suite.board import QUEUED, Job
 from trainer.suite.catalog import SuiteError
 from trainer.suite.plan import last_error
+from trainer.rundir.layout import CONFIG
 
 BATCH_SCRIPT = PROJECT_DIR / "cluster" / "train.sbatch"
 RECORD_DIR = ".slurm"  # RUNS/.slurm: arrays.jsonl (one line per array), the tasks files, the tasks' logs
@@ -92,7 +93,7 @@ def newest_tasks(runs: Path) -> dict[str, Task]:
 
 def requeued(task: Task, run_dir: Path) -> bool:
     """A pending task that has started before: the run's config.yaml lists a start of this very job."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     if task.state != "PENDING" or task.job_id is None or not path.is_file():
         return False
     try:

@@ -22,6 +22,7 @@ from trainer.config import ConfigError
 from trainer.suite.catalog import Suite
 from trainer.suite.local import ENDED_MARK
 from trainer.suite.slurm import RECORD_DIR, RECORDS, Task, newest_tasks, requeued
+from trainer.rundir.layout import CONFIG, HISTORY, SUMMARY
 
 _STYLE = {"done": "green", "running": "cyan", "queued": "dim", "requeued": "cyan", "stopped": "yellow",
           "not started": "yellow", "failed": "red"}
@@ -44,7 +45,7 @@ def suite_status(suite: Suite, runs: Path) -> list[RunStatus]:
 
 def _status(name: str, run_dir: Path, task: Task | None) -> RunStatus:
     epochs = _epochs(run_dir)
-    summary = run_dir / "summary.json"
+    summary = run_dir / SUMMARY
     if summary.is_file():
         done = json.loads(summary.read_text())
         mean_ap = done.get("test_map")
@@ -89,10 +90,10 @@ def _error_of_last_start(log: Path) -> str:
 
 
 def _epochs(run_dir: Path) -> str:
-    history = run_dir / "history.csv"
+    history = run_dir / HISTORY
     done = max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else 0
     try:
-        planned = (read_run_record(run_dir).get("settings") or {}).get("epochs") if (run_dir / "config.yaml").is_file() \
+        planned = (read_run_record(run_dir).get("settings") or {}).get("epochs") if (run_dir / CONFIG).is_file() \
             else None
     except ConfigError:
         planned = None

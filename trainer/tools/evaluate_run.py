@@ -37,6 +37,7 @@ from trainer.recipe.loss import auto_pos_weight, build_loss
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, open_run, run_settings
 from trainer.config import ConfigError, TrainConfig
 from trainer.config.fields import train_split_names
+from trainer.rundir.layout import PER_CLASS_AP, SUBMISSION, SUMMARY
 
 
 def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Path, dict]:
@@ -137,10 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.out or Path(args.run) / f"eval-{run.weights.label}-{args.split}"
     try:
-        outputs.write_per_class_ap(out / "per_class_ap.csv", result.metrics)
+        outputs.write_per_class_ap(out / PER_CLASS_AP, result.metrics)
         if args.split == "test":
-            outputs.write_submission(out / "submission.csv", result.ids, result.scores)
-        outputs.write_summary(out / "summary.json", summary_block(
+            outputs.write_submission(out / SUBMISSION, result.ids, result.scores)
+        outputs.write_summary(out / SUMMARY, summary_block(
             run, result, split=args.split, shards=shards, run_dir=args.run, precision=accelerator.mixed_precision,
             device=str(accelerator.device)))
     except OSError as err:
