@@ -5,14 +5,24 @@ Other parts' tests use these too: keep them small and fast.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-from rich.console import Console
+# One compute thread per test process: xdist runs one process per core, and the trainers the tests
+# start run with OMP_NUM_THREADS=1 (train_helpers.env). Two threads per process on a busy 2-core box
+# spin against each other (tests/test_models.py's training steps: 64 s -> 16 s under load). Set before
+# torch is imported; processes the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from shards.pack import PackOptions, pack
-from shards.synth import DEFAULT_BACKGROUNDS, generate
-from slurm_cluster import LocalSlurm, ensure_hosts, why_not
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from shards.pack import PackOptions, pack  # noqa: E402
+from shards.synth import DEFAULT_BACKGROUNDS, generate  # noqa: E402
+from slurm_cluster import LocalSlurm, ensure_hosts, why_not  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Small, but every split spans several uneven shards (5 samples per shard): enough for
 # 2 ranks x 2 workers, and odd counts so "every id once" is not satisfied by luck.
