@@ -2,6 +2,7 @@
 # The human entry point. Every command sets up .venv first if it is missing or stale.
 #   ./launch.sh demo            make a VOC-format set, pack it, train with DDP, evaluate
 #   ./launch.sh test [ARGS]     the test suite (what CI runs); ARGS go to pytest
+#   ./launch.sh test --quick    only the tests that start no trainer, launcher or SLURM (the edit-run loop)
 #   ./launch.sh train ARGS      accelerate launch trainer/main.py ARGS on every local GPU (2 CPU procs without)
 #   ./launch.sh bench ARGS      python -m shards.bench ARGS (loader throughput)
 #   ./launch.sh setup           only create/refresh .venv
@@ -77,9 +78,15 @@ case "$cmd" in
     setup) setup ;;
     test)
         setup
+        # --quick: the tests not marked slow (pytest -m "not slow"): none starts a trainer, a launcher
+        # or SLURM (tests/conftest.py fails a test that does without the mark).
+        tier=() pytest_args=()
+        for arg in "$@"; do
+            if [[ $arg == --quick ]]; then tier=(-m "not slow"); else pytest_args+=("$arg"); fi
+        done
         # tests/test_slurm.py runs a real 2-node SLURM on localhost: as root with apt-get, install
         # Debian's slurm-wlm and munge when missing (elsewhere those tests skip and say why).
-        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null \
+        if (( ${#tier[@]} == 0 )) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null \
                 && ! { [[ -x /usr/sbin/slurmctld ]] && [[ -x /usr/sbin/munged ]]; }; then
             echo ">> installing slurm-wlm and munge for the SLURM tests (apt-get, about a minute)"
             { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
@@ -89,7 +96,7 @@ case "$cmd" in
         # SLURM cluster start once): most tests wait on subprocesses, so this halves the wall time
         # on 2 cores. Files go out in tests/conftest.py's order, slowest first (xdist would sort
         # them by test count). `./launch.sh test -n 0` runs in one process.
-        exec "$PY" -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"
+        exec "$PY" -m pytest -n auto --dist loadfile --no-loadscope-reorder "${tier[@]}" "${pytest_args[@]}"
         ;;
     demo)
         setup

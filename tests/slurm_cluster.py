@@ -225,5 +225,5 @@ PartitionName={URGENT} Nodes={','.join(NODES)} MaxTime=INFINITE State=UP Priorit
                 tail = log.read_text(errors="replace")[-6000:] if log and log.exists() else ""
                 raise AssertionError(f"job {job_id} still {info['JobState']} after {limit} s "
                                      f"(waiting for {states}):\n{tail}")
-            time.sleep(0.2)
+            time.sleep(0.5)  # each look is an RPC to slurmctld (scontrol): not more often than this
         return info

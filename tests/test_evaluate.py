@@ -75,6 +75,7 @@ def ddp_run(shards_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_ddp_scores_every_test_image_exactly_once(ddp_run, shards_dir):
     expected = load_manifest(shards_dir)["splits"]["test"]["ids"]
     assert len(expected) % 2 == 1  # odd: the two ranks cannot get equal shares
@@ -95,6 +96,7 @@ def test_ddp_scores_every_test_image_exactly_once(ddp_run, shards_dir):
     assert [row[0] for row in rows] == sorted(expected)  # sorted, each exactly once
 
 
+@pytest.mark.slow
 def test_ddp_metrics_equal_sklearn_on_the_submission(ddp_run, voc_root):
     with open(ddp_run / "submission.csv", newline="") as f:
         _, *rows = list(csv.reader(f))
@@ -111,6 +113,7 @@ def test_ddp_metrics_equal_sklearn_on_the_submission(ddp_run, voc_root):
     assert present and metrics["map"] == pytest.approx(np.mean(present))
 
 
+@pytest.mark.slow
 def test_single_process_matches_ddp_and_keeps_the_model_in_train_mode(ddp_run, shards_dir, make_accelerator):
     expected = load_manifest(shards_dir)["splits"]["test"]["ids"]
     model = tiny_net().train()

@@ -12,35 +12,81 @@ import re
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from train_helpers import TINY, WORKERS, ddp, kill_launch, single, start, wait_until
+from train_helpers import (ROOT, TINY, WORKERS, descendants, env, free_port, kill_launch, running, single, start,
+                           wait_until)
+from trainer.faults.exits import EXIT_PEER
 from trainer.rundir.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
+def start_ranks(cmd: list[str], logs: list[Path]) -> list[subprocess.Popen]:
+    """The two ranks of a 2-process CPU run started as a scheduler starts one task per rank (srun
+    with RANK/WORLD_SIZE, or a node whose peer is on another node): no launcher above them that
+    could end a survivor with its own SIGTERM, so what ends it is the trainer's own doing."""
+    port = free_port()
+    return [subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                  "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+            for rank, log in enumerate(logs)]
+
+
 def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path):
-    out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "run.log"
-    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *WORKERS]
+    out, marker = tmp_path / "run", tmp_path / "paused"
+    logs = [tmp_path / "rank0.log", tmp_path / "rank1.log"]
+    # The bound: with its peer gone, the survivor's one way out in time is to see the broken connection
+    # at once. Every other way takes --hang-timeout or longer: the watchdog's (exit 124), gloo's own
+    # timeout (--hang-timeout plus a margin), an exit that waits for its loader worker (forever).
+    hang = 60  # above any set-up wait of a loaded box (the loader server's first start: up to ~17 s)
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", "--hang-timeout", str(hang), *TINY,
+            *WORKERS]
     # Rank 0 pauses before epoch 1's batch 2; rank 1 goes on and waits for it in a collective.
-    proc = start(ddp(args, paused=("1:2", marker)), log)
-    wait_until(lambda: marker.exists() and marker.read_text().strip(), proc, log)
-    os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)  # rank 0 alone, not its loader worker
-    proc.wait(timeout=240)
-    text = log.read_text()
-    # The launcher's report: rank 0 was killed; rank 1 was not SIGKILLed by the launcher after its
-    # 30 s grace period (exit -9). Rank 0's sockets close with it (its loader workers come from a
-    # forkserver and hold none of them; forked ones kept them open for seconds), so rank 1 fails at
-    # once, and either exits on its own (1) or is still in its exit when the launcher's SIGTERM,
-    # sent as soon as it sees rank 0 die, ends it (-15, the stop handler already gone).
-    failures = dict(re.findall(r"rank\s+: (\d) \(local_rank: \d\)\n\s+exitcode\s+: (-?\d+)", text))
-    assert failures.get("0") == "-9" and failures.get("1") in ("1", "-15"), text[-5000:]
-    # ... and says so in one line (printed before its stop handler is gone), not a traceback.
-    assert re.search(r"error: rank 1 on \S+: stopped: another process of the run has gone away \(Connection "
-                     r"(closed|reset) by peer", text), text[-5000:]
-    assert 'trainer/main.py", line' not in text, text[-5000:]  # no rank's traceback (the launcher's own is there)
+    rank0, rank1 = ranks = start_ranks(single(args, paused=("1:2", marker)), logs)
+    helpers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (marker.exists() and marker.read_text().strip()):
+            for rank, log in zip(ranks, logs):
+                assert rank.poll() is None, f"a rank ended (status {rank.returncode}) before the pause:\n" \
+                                            f"{log.read_text()[-6000:]}"
+            assert time.monotonic() < deadline, logs[0].read_text()[-6000:]
+            time.sleep(0.05)
+        assert int(marker.read_text().split()[0]) == rank0.pid
+        helpers = descendants(rank0.pid) + descendants(rank1.pid)  # loader worker and forkserver of each
+        survivors = descendants(rank1.pid)
+        rank0.kill()  # rank 0 alone, as a node failure or the out-of-memory killer would
+        killed = time.monotonic()
+        try:
+            rank1.wait(timeout=hang)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"rank 1 was still running {hang} s (--hang-timeout) after its peer died:\n"
+                        f"{logs[1].read_text()[-5000:]}")
+        print(f"\nrank 0 killed -> rank 1 exited {rank1.returncode} after {time.monotonic() - killed:.1f} s")
+        text = logs[1].read_text()
+        # Its own status: 1, "another process failed" (not 124, a timeout; not a signal's death).
+        assert rank1.returncode == EXIT_PEER, text[-5000:]
+        # ... said in one line, not a traceback.
+        assert re.search(r"error: rank 1 on \S+: stopped: another process of the run has gone away \(Connection "
+                         r"(closed|reset) by peer", text), text[-5000:]
+        assert "Traceback" not in text, text[-5000:]
+        # Nothing of the survivor outlives it (its loader worker ignores SIGTERM: it is SIGKILLed at exit).
+        deadline = time.monotonic() + 30
+        while any(running(pid) for pid in survivors):
+            assert time.monotonic() < deadline, f"rank 1's loader processes outlived it: {survivors}"
+            time.sleep(0.05)
+    finally:
+        for pid in [rank.pid for rank in ranks] + helpers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for rank in ranks:
+            rank.wait()
 
 
 def test_a_second_ctrl_c_aborts_the_run_at_once(shards_dir, tmp_path):

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -33,6 +35,7 @@ def stages(summary: dict) -> dict[str, dict]:
     return {stage["name"]: stage for stage in summary["stages"]}
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_result_as_json(tmp_path: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     done = run_check(out, "--smoke", work=work)

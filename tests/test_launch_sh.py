@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="launch.sh would first set up .venv (./launch.sh setup)")
 
 
+@pytest.mark.slow
 def test_help_is_printed_once(tmp_path):
     done = subprocess.run([LAUNCH, "train", "--model", "vocnet", "--help"], cwd=tmp_path, env=env(),
                           capture_output=True, text=True, timeout=240)

@@ -119,6 +119,7 @@ def test_predict_gives_stored_test_images_the_scores_of_the_runs_submission(trai
         assert f" {CLASSES[int(np.argmax(runs[image_id]))]} " in line
 
 
+@pytest.mark.slow
 def test_predict_reads_every_kind_of_image_and_names_the_unreadable(trained, shards_dir, tmp_path, capsys):
     stored = stored_jpegs(shards_dir, tmp_path / "stored")
     image_id, data = sorted(stored.items())[0]
@@ -153,6 +154,7 @@ def test_predict_reads_every_kind_of_image_and_names_the_unreadable(trained, sha
     assert np.abs(scores["original"] - np.array(row[1:], dtype=np.float64)).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_predict_refuses_with_one_line(trained, tmp_path, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -194,6 +196,7 @@ def test_evaluate_run_final_on_test_reproduces_the_runs_final_test(trained, tmp_
     assert (out / "per_class_ap.csv").read_bytes() == (trained / "per_class_ap.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_evaluate_run_best_and_a_checkpoint_directory(trained, tmp_path, capsys):
     summary = json.loads((trained / "summary.json").read_text())
     best_state = json.loads((trained / "best" / "trainer_state.json").read_text())
@@ -218,6 +221,7 @@ def test_evaluate_run_best_and_a_checkpoint_directory(trained, tmp_path, capsys)
         assert block["map"] == summary["final_model"]["test_map"] and "weights epoch 3:" in out
 
 
+@pytest.mark.slow
 def test_evaluate_run_refuses_with_one_line(trained, shards_dir, tmp_path, capsys):
     def shards_with(change) -> Path:
         folder = tmp_path / f"shards{len(list(tmp_path.iterdir()))}"

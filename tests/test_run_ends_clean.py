@@ -6,27 +6,41 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from train_helpers import ROOT, TINY, ddp, env, history, kill_launch, run, start, wait_until
 from trainer.faults.exits import EXIT_IO
 from trainer.main import main
+from trainer.rundir.lock import RunDirLock, lock_path
 
 
-def test_a_refused_one_process_run_leaves_no_empty_out(shards_dir, tmp_path, capsys):
+def test_a_refused_one_process_run_leaves_no_empty_out(shards_dir, tmp_path, capsys, monkeypatch):
     garbage = tmp_path / "not-weights.pth"
     garbage.write_bytes(b"not a state dict")
     args = ["--shards", str(shards_dir), "--model", "alexnet_pretrained", "--weights", str(garbage), "--cpu",
             "--epochs", "1"]
+    # What --out held right after the claim: the refusal must come after it (build_model runs once the
+    # folder is taken), or this test would pass with no folder ever made.
+    claimed: list[tuple[Path, bool, bool]] = []
+    real_claim = RunDirLock.claim
+
+    def claim(self, accelerator):
+        real_claim(self, accelerator)
+        claimed.append((self.out, self.out.is_dir(), lock_path(self.out).is_file()))
+
+    monkeypatch.setattr(RunDirLock, "claim", claim)
     out = tmp_path / "new" / "run"  # refused by build_model, after RunDirLock.claim made the folders
     assert main([*args, "--out", str(out)]) == 2
     assert "cannot read weights file" in capsys.readouterr().err
-    assert not (tmp_path / "new").exists()
+    assert claimed == [(out, True, True)]  # the claim made new/run and locked it ...
+    assert not (tmp_path / "new").exists()  # ... and the refused run removed both folders it made
     existing = tmp_path / "existing"
     existing.mkdir()  # a folder the user made stays, even empty
     assert main([*args, "--out", str(existing)]) == 2
-    assert existing.is_dir() and not any(existing.iterdir())
+    assert claimed[1:] == [(existing, True, True)]
+    assert existing.is_dir() and not any(existing.iterdir())  # and its lock file is gone
 
 
 @pytest.mark.slow

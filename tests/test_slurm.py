@@ -50,13 +50,16 @@ def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
 
 
 def wait_for(condition, cluster: LocalSlurm, job: str, log: Path, what: str) -> None:
-    """Poll for an event of a running job (a marker file, a log line); fail at once if the job ends."""
-    deadline = time.monotonic() + JOB_LIMIT_S
+    """Poll for an event of a running job (a marker file, a log line); fail within a second if the job
+    ends. The job's state costs an RPC to slurmctld (scontrol): asked once a second, not at every look."""
+    deadline, asked = time.monotonic() + JOB_LIMIT_S, float("-inf")
     while not condition():
-        state = cluster.job(job)["JobState"]
-        tail = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
-        assert state not in ENDED, f"job {job} {state} before {what}:\n{tail}"
-        assert time.monotonic() < deadline, f"no {what} within {JOB_LIMIT_S} s:\n{tail}"
+        if time.monotonic() - asked >= 1:
+            asked = time.monotonic()
+            state = cluster.job(job)["JobState"]
+            tail = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
+            assert state not in ENDED, f"job {job} {state} before {what}:\n{tail}"
+            assert time.monotonic() < deadline, f"no {what} within {JOB_LIMIT_S} s:\n{tail}"
         time.sleep(0.1)
 
 
