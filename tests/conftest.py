@@ -91,13 +91,13 @@ FILE_SECONDS = {
     # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
     "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 35, "test_device_loader.py": 25,
     "test_shards_bench.py": 20,
-    # Issue 16: a 2-process run on a full tmpfs, and in-process saves/resumes; loader workers (the exit
+    # A 2-process run on a full tmpfs, and in-process saves/resumes; loader workers (the exit
     # test starts one interpreter and its forkserver); hangs (a frozen rank waits out --hang-timeout).
     "test_run_ends_clean.py": 60, "test_checkpoint_safety.py": 8, "test_loader_workers.py": 20,
     "test_hang.py": 90,
-    # Issue 19: one in-process training run on 07+12 trainval shards.
+    # One in-process training run on 07+12 trainval shards.
     "test_train_splits.py": 8,
-    # Issue 18: the report suite as one SLURM job array (8 runs of 1 epoch, a requeue).
+    # The report suite as one SLURM job array (8 runs of 1 epoch, a requeue).
     "test_slurm_suite.py": 200,
 }
 
