@@ -13,7 +13,8 @@ import pytest
 from train_helpers import ROOT, TINY, ddp, env, history, kill_launch, run, start, wait_until
 from trainer.faults.exits import EXIT_IO
 from trainer.main import main
-from trainer.rundir.lock import RunDirLock, lock_path
+from trainer.rundir.layout import RunDir
+from trainer.rundir.lock import RunDirLock
 
 
 def test_a_refused_one_process_run_leaves_no_empty_out(shards_dir, tmp_path, capsys, monkeypatch):
@@ -28,7 +29,7 @@ def test_a_refused_one_process_run_leaves_no_empty_out(shards_dir, tmp_path, cap
 
     def claim(self, accelerator):
         real_claim(self, accelerator)
-        claimed.append((self.out, self.out.is_dir(), lock_path(self.out).is_file()))
+        claimed.append((self.out, self.out.is_dir(), RunDir(self.out).lock.is_file()))
 
     monkeypatch.setattr(RunDirLock, "claim", claim)
     out = tmp_path / "new" / "run"  # refused by build_model, after RunDirLock.claim made the folders
