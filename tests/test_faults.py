@@ -1,4 +1,4 @@
-"""A trainer leaves promptly when it cannot go on: a peer rank died, or the user aborted.
+"""A trainer leaves promptly when it cannot go on: a peer rank died, the user aborted, or its launcher is gone.
 
 Both used to hang in the exit: multiprocessing ends a process's loader workers with SIGTERM,
 which they block (trainer.faults.signals), and then waits for them. With a launcher the survivor
@@ -7,6 +7,7 @@ stayed 30 s until the launcher's SIGKILL; without one it waited forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import (ROOT, TINY, WORKERS, descendants, env, free_port, kill_launch, running, single, start,
-                           wait_until)
+from train_helpers import (ACCELERATE, ROOT, TINY, WORKERS, children, ddp, descendants, env, free_port, kill_launch,
+                           running, single, start, wait_until)
 from trainer.faults.exits import EXIT_PEER
 from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.rundir.lock import holder
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +131,41 @@ print("exited by itself", signal.getsignal(signal.SIGINT) is signal.default_int_
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "exited by itself True"), done.stderr
+
+
+@pytest.mark.parametrize("processes", [2, 1])
+def test_a_run_whose_accelerate_launch_is_killed_saves_releases_its_lock_and_exits(shards_dir, tmp_path, processes):
+    """`accelerate launch` killed mid-epoch: its ranks (each in a session of its own with several
+    processes; one process: a child whose stderr the launcher was reading through a pipe) stop at the
+    next stop check with a checkpoint, say so, and leave the lock free."""
+    out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "release", tmp_path / "run.log"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *WORKERS, "--batch-size", "2"]
+    if processes == 2:
+        cmd = ddp(args, paused=("1:1", marker, release))
+    else:
+        cmd = [ACCELERATE, "launch", "--num_processes", "1", "--cpu", "--mixed_precision", "no", "--dynamo_backend",
+               "no", *single(args, paused=("1:1", marker, release))[1:]]
+    proc = start(cmd, log)
+    run_processes: list[int] = []
+    try:
+        wait_until(marker.exists, proc, log)
+        run_processes = descendants(proc.pid)
+        assert len(children(proc.pid)) == processes, run_processes
+        # Several processes: the launcher's whole group, which holds none of its ranks. One process
+        # shares the launcher's group (a group kill ends the run outright): the launcher alone.
+        (os.killpg if processes == 2 else os.kill)(proc.pid, signal.SIGKILL)
+        proc.wait()
+        release.touch()
+        deadline = time.monotonic() + 120
+        while left := [pid for pid in run_processes if running(pid)]:
+            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
+            time.sleep(0.05)
+    finally:
+        for pid in run_processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert re.search(rf"the launcher \(pid {proc.pid}\) is gone: saved epoch \d+(, update \d+)?; resume with "
+                     r"--resume", text), text[-5000:]
+    assert "Traceback" not in text, text[-5000:]
+    assert latest_checkpoint(out) is not None and holder(out) is None

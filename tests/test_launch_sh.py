@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from train_helpers import ROOT, TINY, WORKERS, env, wait_until
+from train_helpers import (ROOT, TINY, WORKERS, children, ddp, descendants, env, history, paused_entry, run, running,
+                           wait_until)
 from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.rundir.lock import holder
 from trainer.main import STOP_CHECK_UPDATES
 
 LAUNCH = str(ROOT / "launch.sh")
@@ -39,18 +45,6 @@ def test_relative_paths_are_read_where_the_user_is(shards_dir, tmp_path):
     assert not (ROOT / "runs" / "rel").exists()
 
 
-def _paused_entry(tmp_path: Path, marker: Path) -> Path:
-    """A training script for VOC_TRAIN_SCRIPT: tests/paused_run.py pausing rank 0 before epoch 1's
-    first batch (it takes the trainer's arguments after its own)."""
-    script = tmp_path / "paused_entry.py"
-    script.write_text(
-        "import runpy, sys\n"
-        f"sys.argv = [{str(ROOT / 'tests' / 'paused_run.py')!r}, '--pause-at', '1:0', '--marker', {str(marker)!r},"
-        " '--', *sys.argv[1:]]\n"
-        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    return script
-
-
 def _signals_as_from_a_terminal() -> None:
     """In the child before exec: SIGINT handled by default and no stop signal blocked, as a terminal
     starts a command. A shell cannot trap a signal it started with ignored (POSIX), and this test
@@ -66,7 +60,8 @@ def test_a_stop_signal_through_launch_sh_saves_and_exits_0_without_a_traceback(s
     out, marker, log = tmp_path / "run", tmp_path / "paused", tmp_path / "launch.log"
     cmd = [LAUNCH, "train", "--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *WORKERS,
            "--batch-size", "2"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env(), "VOC_TRAIN_SCRIPT": str(_paused_entry(tmp_path, marker))},
+    script = paused_entry(tmp_path, "1:0", marker)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env(), "VOC_TRAIN_SCRIPT": str(script)},
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_signals_as_from_a_terminal)
     try:
@@ -85,3 +80,48 @@ def test_a_stop_signal_through_launch_sh_saves_and_exits_0_without_a_traceback(s
     assert "Traceback" not in text and "SignalException" not in text, text[-5000:]
     directory, state = latest_checkpoint(out)
     assert (directory.name, state.step_in_epoch) == (f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}", STOP_CHECK_UPDATES)
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_no_rank_behind_and_the_resume_matches_a_run_never_stopped(shards_dir, tmp_path):
+    """kill -9 of launch.sh and of its launcher mid-epoch. torch's launcher starts each rank in a
+    session of its own: nothing but the ranks' own watch of their launcher stops them."""
+    out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "release", tmp_path / "launch.log"
+    args = ["--shards", str(shards_dir), "--epochs", "2", *TINY, *WORKERS, "--batch-size", "2"]
+    script = paused_entry(tmp_path, "1:1", marker, release)  # rank 0 waits before epoch 1's batch 1
+    proc = subprocess.Popen([LAUNCH, "train", *args, "--out", str(out)], cwd=tmp_path,
+                            env={**env(), "VOC_TRAIN_SCRIPT": str(script)}, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    run_processes: list[int] = []
+    try:
+        wait_until(marker.exists, proc, log)
+        [launcher] = children(proc.pid)
+        run_processes = descendants(proc.pid)  # the launcher, its ranks and their loader workers
+        assert len(children(launcher)) == 2, run_processes
+        for pid in (proc.pid, launcher):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        release.touch()  # rank 0 goes on: no stop signal reaches it, only its launcher's end
+        deadline = time.monotonic() + 120
+        while left := [pid for pid in run_processes if running(pid)]:
+            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
+            time.sleep(0.05)
+    finally:
+        for pid in run_processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    saved = re.search(rf"the launcher \(pid {launcher}\) is gone: saved epoch (\d+)(, update (\d+))?; resume with "
+                      r"--resume", text)
+    assert saved and "Traceback" not in text, text[-5000:]
+    directory, state = latest_checkpoint(out)
+    assert (state.epoch, state.step_in_epoch) == ((int(saved[1]), 0) if saved[3] is None else
+                                                  (int(saved[1]) - 1, int(saved[3]))), directory
+    assert holder(out) is None, "the run's lock outlived its ranks"
+
+    resumed = run([LAUNCH, "train", "--out", str(out), "--resume"])  # not refused: the lock was released
+    never_stopped = tmp_path / "never-stopped"
+    run(ddp([*args, "--out", str(never_stopped)]))
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2], resumed[-3000:]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, never_stopped)]
+    assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)

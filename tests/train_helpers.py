@@ -65,6 +65,19 @@ def _entry(args: list[str], paused: tuple | None) -> list[str]:
             *(["--release", str(release[0])] if release else []), "--", *args]
 
 
+def paused_entry(folder: Path, at: str, marker: Path, release: Path | None = None) -> Path:
+    """A training script for launch.sh's VOC_TRAIN_SCRIPT: tests/paused_run.py pausing rank 0 before
+    batch `at` ("EPOCH:BATCH"; `release`: see _entry). launch.sh checks the trainer's arguments before
+    it launches, so paused_run's own come from this file, not the command line."""
+    script = folder / "paused_entry.py"
+    own = ["--pause-at", at, "--marker", str(marker), *(["--release", str(release)] if release else [])]
+    script.write_text(
+        "import runpy, sys\n"
+        f"sys.argv = [{str(ROOT / 'tests' / 'paused_run.py')!r}, *{own!r}, '--', *sys.argv[1:]]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    return script
+
+
 def run(cmd: list[str], timeout: float = 240) -> str:
     """Run to completion; fail with the output when the exit status is not 0. Returns stdout+stderr."""
     done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)

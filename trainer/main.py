@@ -17,7 +17,8 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.config.parse import parse_run
 from trainer.config.yaml_files import read_run_record
 from trainer.loop.final_test import test_and_write_outputs
-from trainer.faults.exits import RunFault, as_fault, say_error
+from trainer.faults.exits import EXIT_LAUNCHER_GONE, RunFault, as_fault, say_error
+from trainer.faults.launcher import LauncherWatch, launcher_pid
 from trainer.faults.signals import StopSignal
 from trainer.faults.watchdog import Watchdog
 from trainer.loop.progress import StartClock
@@ -37,9 +38,10 @@ def train(cfg: TrainConfig, earlier: dict | None = None) -> dict:
     """Run the whole training described by a validated config; returns the summary (every rank).
     `earlier`: the run's config.yaml as --resume found it (trainer.config.parse_run), read here when
     not given. A fault after launch is said in one line and raised as RunFault (its exit status)."""
-    # Stop signals are caught from the start: one that comes during set-up stops the run at the
-    # first stop check with a checkpoint, instead of killing a process its peers wait for.
-    with StopSignal() as stop, RunDirLock(cfg.out) as lock, Watchdog(cfg.hang_timeout) as watchdog:
+    # Stop signals are caught, and the launcher watched, from the start: a stop during set-up stops
+    # the run at the first stop check with a checkpoint, instead of killing a process its peers wait for.
+    launcher = LauncherWatch(launcher_pid())
+    with StopSignal(launcher=launcher) as stop, RunDirLock(cfg.out) as lock, Watchdog(cfg.hang_timeout) as watchdog:
         try:
             if earlier is None:
                 earlier = read_run_record(cfg.out) if cfg.resume else {}
@@ -69,28 +71,27 @@ def _train(cfg: TrainConfig, earlier: dict, stop: StopSignal, lock: RunDirLock, 
 
 
 def train_epochs(run: Run) -> dict | None:
-    """Every epoch left: train, evaluate, checkpoint. None when all are done; when a stop signal
-    ended the run (after its checkpoint), what the run returns instead of a summary."""
+    """Every epoch left: train, evaluate, checkpoint. None when all are done; when a stop (a signal,
+    the launcher gone) ended the run after its checkpoint, what the run returns instead of a summary."""
     with run.progress:
         for epoch in range(run.state.epoch + 1, run.cfg.epochs + 1):
             epoch_start = time.time()
             row = train_epoch(run, epoch)
             if row is None:
-                run.say(f"stopped by {run.stop.name()}; resume with --resume")
-                return {"stopped": True, "epoch": epoch}
+                return {"stopped": True, "epoch": epoch, "launcher_gone": run.stop.launcher_gone}
             if epoch == 1 or epoch % run.cfg.test_frequency == 0 or epoch == run.cfg.epochs:
                 evaluate_epoch(run, epoch, row)
             row.seconds = time.time() - epoch_start + run.state.partial_seconds
             save_epoch(run, row)
             if run.stop_agreed(phase="epoch end", epoch=epoch):
-                run.say(f"stopped by {run.stop.name()} after the epoch's checkpoint; resume with --resume")
-                return {"stopped": True, "epoch": epoch}
+                run.say(run.stop.line(f"epoch {epoch}", epoch_end=True))
+                return {"stopped": True, "epoch": epoch, "launcher_gone": run.stop.launcher_gone}
     return None
 
 
 def train_epoch(run: Run, epoch: int) -> EpochRow | None:
     """This rank's batches of `epoch` (a mid-epoch checkpoint's are skipped), as the start of the
-    epoch's history row; None when a stop signal ended the epoch (after a checkpoint)."""
+    epoch's history row; None when a stop ended the epoch (after a checkpoint, said here)."""
     cfg, data, skip = run.cfg, run.data, run.state.step_in_epoch
     lr = run.scheduler.get_last_lr()[0]  # the rate the epoch starts with (cosine moves it every update)
     run.progress.start_epoch(epoch, cfg.epochs, data.batches, skip)
@@ -113,6 +114,7 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
         if stopped or (periodic and mid_epoch):  # the epoch's end has its own
             run.say(f"checkpoint {run.save(run.so_far(trained))}")
         if stopped:
+            run.say(run.stop.line(f"epoch {epoch}, update {update}", epoch_end=False))
             return None
     if trained is None or trained.batch != data.batches:
         raise RuntimeError(f"epoch {epoch}: the train loader gave {0 if trained is None else trained.batch} of "
@@ -157,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        train(cfg, earlier)
+        summary = train(cfg, earlier)
     except RunFault as fault:  # its line is said
         return fault.status
-    return 0
+    return EXIT_LAUNCHER_GONE if summary.get("launcher_gone") else 0
 
 
 if __name__ == "__main__":

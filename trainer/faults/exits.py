@@ -17,6 +17,9 @@ from dataclasses import dataclass
 EXIT_PEER = 1  # another process of the run failed (its line says why)
 EXIT_BAD_INPUT = 2  # a setting, the shards, no intact checkpoint to resume
 EXIT_IO = 74  # the run's files cannot be written: no space, read-only, EIO (EX_IOERR)
+# Stopped with a checkpoint because the launcher that started the ranks has ended (faults.launcher);
+# EX_TEMPFAIL: `--resume` continues, as cluster/train.sbatch's 75 also says.
+EXIT_LAUNCHER_GONE = 75
 EXIT_HANG = 124  # a wait passed --hang-timeout (faults.watchdog)
 
 # Errors of the file system a run writes to: the user must make room or fix the mount, not the code.
