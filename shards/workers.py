@@ -44,6 +44,7 @@ import threading
 import weakref
 from multiprocessing import forkserver, resource_tracker
 from multiprocessing.context import BaseContext
+from multiprocessing.synchronize import SemLock
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,21 @@ def _kill_started_workers() -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would call each a failed worker
     for worker in alive:
         worker.kill()
+
+
+def release_semaphores() -> None:
+    """Unlink the named semaphores of this process's loaders (their queues and events), as a normal
+    exit does. For an exit by os._exit (trainer/faults/watchdog.py), which skips multiprocessing's
+    finalizers: the resource tracker would then unlink them itself, and warn of "leaked semaphore
+    objects" that nobody can act on. Best effort: multiprocessing keeps its finalizers in a private
+    registry."""
+    try:
+        finalizers = list(multiprocessing.util._finalizer_registry.values())
+    except Exception:  # noqa: BLE001 - another Python's internals: nothing to release
+        return
+    for finalizer in finalizers:
+        if getattr(finalizer, "_callback", None) is SemLock._cleanup:
+            try:
+                finalizer()
+            except OSError:  # unlinked already
+                pass

@@ -71,7 +71,9 @@ class TrainConfig:
         "--loader device keeps the decoded splits here for later runs (shards/decoded_cache.py): auto = SHARDS/cache "
         "when the shard folder is writable, else ~/.cache/voc-trainer/decoded; off; or a folder"))
     compile: bool = field(default=False, **_opt("torch.compile the model (inductor, through Accelerate); the first steps compile"))
-    workers: int = field(default=4, **_opt("data-loading worker processes PER PROCESS"))
+    workers: int | None = field(default=None, **_opt(
+        "data-loading worker processes PER PROCESS; default: the CPUs this process may use, shared among the "
+        "processes on its machine, 1 to 8 (trainer/data/choose.py)"))
     seed: int = field(default=0, **_opt("seed of weights, data order and augmentation"))
     hang_timeout: float = field(default=600.0, **_opt(
         "seconds any single wait may last (next batch, collective, checkpoint save) before the process ends "

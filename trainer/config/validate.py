@@ -138,7 +138,7 @@ def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
     for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("test_frequency", 1),
                       ("workers", 0), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0), ("image_size", 32),
                       ("hang_timeout", 0)):
-        if getattr(cfg, name) < low:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < low:
             fail(name, f"must be >= {low}, got {getattr(cfg, name)}")
     for f in dataclasses.fields(TrainConfig):  # nan/inf pass every comparison below unnoticed
         if scalar_type(f) is float and not math.isfinite(getattr(cfg, f.name)):

@@ -16,7 +16,7 @@ So a thread outside the waiting code: the main thread declares each wait
 and the watchdog thread checks the innermost declared wait about once a second. Past its deadline
 it writes ONE `error:` line (what it waited for, where, the limit), dumps every thread's Python
 stack (faulthandler) into the run directory, SIGKILLs this process's loader workers (a stopped one
-would outlive us) and ends the process with EXIT_HANG: os._exit, since the main thread is stuck by
+would outlive us), releases their semaphores and ends the process with EXIT_HANG: os._exit, since the main thread is stuck by
 definition. Peers that then lose their connection to this process end in one line of their own
 (trainer.faults.exits).
 
@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards.workers import release_semaphores
 from trainer.faults.exits import EXIT_HANG, Identity
 
 POLL_S = 1.0  # how often the deadline is checked: a hang is reported at most this late
@@ -190,6 +191,7 @@ class Watchdog:
         except OSError:
             pass
         _kill_loader_workers()
+        release_semaphores()
         os._exit(EXIT_HANG)
 
     def _dump_stacks(self, wait: _Wait) -> str:

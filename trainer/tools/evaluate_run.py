@@ -31,6 +31,7 @@ from shards.classes import CLASSES
 from shards.manifest import ManifestError, is_labeled, load_manifest, split_entry
 from shards.reader import eval_loader
 from trainer.faults.usage import OneLineParser, refuse
+from trainer.data.choose import default_workers
 from trainer.rundir import outputs
 from trainer.evaluation.evaluate import EvalResult, evaluate
 from trainer.recipe.loss import auto_pos_weight, build_loss
@@ -126,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     loss_fn = run_loss(cfg, manifest)
     if loss_fn is None:
         console.print("no loss: --pos-weight auto needs the train split's positives, and these shards have none")
+    workers = args.workers if args.workers is not None else cfg.workers  # None: the run's were the default
     loader = eval_loader(shards, split=args.split, batch_size=args.batch_size or cfg.batch_size, rank=0, world_size=1,
-                         num_workers=cfg.workers if args.workers is None else args.workers,
+                         num_workers=default_workers(1) if workers is None else workers,
                          image_size=cfg.image_size)
     try:
         result = evaluate(run.model, loader, accelerator, split=args.split,
