@@ -28,7 +28,8 @@ setup() {
 }
 
 # Processes for a local run: one per GPU; on a CPU-only box 2 gloo processes
-# (docs/NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one).
+# (docs/NOTES.md: 'accelerate launch --cpu --num_processes 2' silently runs one). Port 0: accelerate
+# picks a free one, so two runs on one machine do not both want 29500.
 local_launch() {
     local ngpu
     ngpu=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
@@ -37,10 +38,10 @@ local_launch() {
         "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_bf16_supported() else 1)' || mp=fp16
         local multi=(); (( ngpu > 1 )) && multi=(--multi_gpu)
         run_launcher "$PY" -m trainer.launch "${multi[@]}" --num_processes "$ngpu" --num_machines 1 \
-            --mixed_precision "$mp" --dynamo_backend no "$TRAIN_SCRIPT" --mixed-precision "$mp" "$@"
+            --main_process_port 0 --mixed_precision "$mp" --dynamo_backend no "$TRAIN_SCRIPT" --mixed-precision "$mp" "$@"
     else
         ACCELERATE_USE_CPU=true run_launcher "$PY" -m trainer.launch --multi_gpu --num_processes 2 \
-            --num_machines 1 --mixed_precision no --dynamo_backend no "$TRAIN_SCRIPT" "$@"
+            --num_machines 1 --main_process_port 0 --mixed_precision no --dynamo_backend no "$TRAIN_SCRIPT" "$@"
     fi
 }
 

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from train_helpers import (ROOT, TINY, WORKERS, children, ddp, descendants, env, history, paused_entry, run, running,
-                           wait_until)
+from train_helpers import LAUNCH, LAUNCH_SH_READY, ROOT, TINY, WORKERS, env, paused_entry, wait_until
 from trainer.rundir.checkpoint import latest_checkpoint
-from trainer.rundir.lock import holder
 from trainer.main import STOP_CHECK_UPDATES
 
-LAUNCH = str(ROOT / "launch.sh")
-# launch.sh sets up .venv when it is missing or stale (minutes): run these only where it is ready.
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv" / ".installed-pyproject").is_file()
-    or (ROOT / ".venv" / ".installed-pyproject").read_bytes() != (ROOT / "pyproject.toml").read_bytes(),
-    reason="launch.sh would first set up .venv (./launch.sh setup)")
+pytestmark = LAUNCH_SH_READY
 
 
 @pytest.mark.slow
@@ -81,47 +70,3 @@ def test_a_stop_signal_through_launch_sh_saves_and_exits_0_without_a_traceback(s
     directory, state = latest_checkpoint(out)
     assert (directory.name, state.step_in_epoch) == (f"epoch_0001_step_{STOP_CHECK_UPDATES:05d}", STOP_CHECK_UPDATES)
 
-
-@pytest.mark.slow
-def test_a_killed_launcher_leaves_no_rank_behind_and_the_resume_matches_a_run_never_stopped(shards_dir, tmp_path):
-    """kill -9 of launch.sh and of its launcher mid-epoch. torch's launcher starts each rank in a
-    session of its own: nothing but the ranks' own watch of their launcher stops them."""
-    out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "release", tmp_path / "launch.log"
-    args = ["--shards", str(shards_dir), "--epochs", "2", *TINY, *WORKERS, "--batch-size", "2"]
-    script = paused_entry(tmp_path, "1:1", marker, release)  # rank 0 waits before epoch 1's batch 1
-    proc = subprocess.Popen([LAUNCH, "train", *args, "--out", str(out)], cwd=tmp_path,
-                            env={**env(), "VOC_TRAIN_SCRIPT": str(script)}, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    run_processes: list[int] = []
-    try:
-        wait_until(marker.exists, proc, log)
-        [launcher] = children(proc.pid)
-        run_processes = descendants(proc.pid)  # the launcher, its ranks and their loader workers
-        assert len(children(launcher)) == 2, run_processes
-        for pid in (proc.pid, launcher):
-            os.kill(pid, signal.SIGKILL)
-        proc.wait()
-        release.touch()  # rank 0 goes on: no stop signal reaches it, only its launcher's end
-        deadline = time.monotonic() + 120
-        while left := [pid for pid in run_processes if running(pid)]:
-            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
-            time.sleep(0.05)
-    finally:
-        for pid in run_processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    text = log.read_text()
-    saved = re.search(rf"the launcher \(pid {launcher}\) is gone: saved epoch (\d+)(, update (\d+))?; resume with "
-                      r"--resume", text)
-    assert saved and "Traceback" not in text, text[-5000:]
-    directory, state = latest_checkpoint(out)
-    assert (state.epoch, state.step_in_epoch) == ((int(saved[1]), 0) if saved[3] is None else
-                                                  (int(saved[1]) - 1, int(saved[3]))), directory
-    assert holder(out) is None, "the run's lock outlived its ranks"
-
-    resumed = run([LAUNCH, "train", "--out", str(out), "--resume"])  # not refused: the lock was released
-    never_stopped = tmp_path / "never-stopped"
-    run(ddp([*args, "--out", str(never_stopped)]))
-    assert [int(r["epoch"]) for r in history(out)] == [1, 2], resumed[-3000:]
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, never_stopped)]
-    assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)

@@ -1,15 +1,20 @@
 """The trainer under real 2-process DDP (gloo on CPU, launched with `accelerate launch`).
 
-Four launches in all: an uninterrupted run; the same run killed with SIGKILL after its first
-checkpoint, then resumed; and a run stopped with SIGTERM sent to every process, as SLURM does.
+Six launches in all: an uninterrupted run; the same run killed with SIGKILL after its first
+checkpoint, then resumed; the same run through ./launch.sh whose launcher is killed, then resumed;
+and a run stopped with SIGTERM sent to every process, as SLURM does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import re
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -18,8 +23,10 @@ from accelerate.state import AcceleratorState
 from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
-from train_helpers import ROOT, TINY, WORKERS, ddp, history, kill_launch, run, signal_when_paused, start, wait_until
+from train_helpers import (LAUNCH, LAUNCH_SH_READY, ROOT, TINY, WORKERS, children, ddp, descendants, env, history,
+                           kill_launch, paused_entry, run, running, signal_when_paused, start, wait_until)
 from trainer.rundir.checkpoint import latest_checkpoint
+from trainer.rundir.lock import holder
 from trainer.main import STOP_CHECK_UPDATES, main
 
 pytestmark = pytest.mark.slow
@@ -128,6 +135,49 @@ def test_sigkill_then_resume_gives_every_epoch_once_and_the_same_result(full_run
     finally:
         AcceleratorState._reset_state(True)  # the refusal comes after the Accelerator was built
     assert "trained with 2 process(es); resume it with 2, not 1" in capsys.readouterr().err
+
+
+@LAUNCH_SH_READY
+def test_a_killed_launcher_leaves_no_rank_behind_and_the_resume_matches_a_run_never_stopped(full_run, shards_dir,
+                                                                                           tmp_path):
+    """kill -9 of ./launch.sh train and of its launcher mid-epoch. torch's launcher starts each rank in a
+    session of its own: nothing but the ranks' own watch of their launcher stops them."""
+    out, marker, release, log = tmp_path / "run", tmp_path / "paused", tmp_path / "release", tmp_path / "launch.log"
+    args = ["--shards", str(shards_dir), "--out", str(out), "--epochs", str(EPOCHS), *TINY]
+    script = paused_entry(tmp_path, "1:1", marker, release)  # rank 0 waits before epoch 1's batch 1
+    proc = subprocess.Popen([LAUNCH, "train", *args], cwd=tmp_path, env={**env(), "VOC_TRAIN_SCRIPT": str(script)},
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    run_processes: list[int] = []
+    try:
+        wait_until(marker.exists, proc, log)
+        [launcher] = children(proc.pid)
+        run_processes = descendants(proc.pid)  # the launcher, its ranks and their loader workers
+        assert len(children(launcher)) == 2, run_processes
+        for pid in (proc.pid, launcher):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        release.touch()  # rank 0 goes on: no stop signal reaches it, only its launcher's end
+        deadline = time.monotonic() + 120
+        while left := [pid for pid in run_processes if running(pid)]:
+            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
+            time.sleep(0.05)
+    finally:
+        for pid in run_processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    saved = re.search(rf"the launcher \(pid {launcher}\) is gone: saved epoch (\d+)(, update (\d+))?; resume with "
+                      r"--resume", text)
+    assert saved and "Traceback" not in text, text[-5000:]
+    _, state = latest_checkpoint(out)
+    assert (state.epoch, state.step_in_epoch) == ((int(saved[1]), 0) if saved[3] is None else
+                                                  (int(saved[1]) - 1, int(saved[3])))
+    assert holder(out) is None, "the run's lock outlived its ranks"
+
+    resumed = run([LAUNCH, "train", *args, "--resume"])  # not refused: the lock was released
+    assert [int(r["epoch"]) for r in history(out)] == list(range(1, EPOCHS + 1)), resumed[-3000:]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, full_run[0])]
+    assert summaries[0]["test_map"] == pytest.approx(summaries[1]["test_map"], abs=1e-3)
 
 
 def test_sigterm_to_every_process_saves_and_stops_cleanly(shards_dir, tmp_path):

@@ -12,8 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+LAUNCH = str(ROOT / "launch.sh")
+# launch.sh sets up .venv when it is missing or stale (minutes): its tests run only where it is ready.
+LAUNCH_SH_READY = pytest.mark.skipif(
+    not (ROOT / ".venv" / ".installed-pyproject").is_file()
+    or (ROOT / ".venv" / ".installed-pyproject").read_bytes() != (ROOT / "pyproject.toml").read_bytes(),
+    reason="launch.sh would first set up .venv (./launch.sh setup)")
 
 # Small enough for a shared 2-core box: vocnet (global pooling) at 32 px, 4 images per process.
 # The streaming loader, in the training process: a process's first loader start with workers waits
