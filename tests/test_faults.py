@@ -7,7 +7,6 @@ stayed 30 s until the launcher's SIGKILL; without one it waited forever.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import (ACCELERATE, ROOT, TINY, WORKERS, children, ddp, descendants, env, free_port, kill_launch,
-                           running, single, start, wait_until)
+from train_helpers import (ACCELERATE, ROOT, TINY, WORKERS, children, ddp, descendants, env, free_port, kill_all,
+                           kill_launch, running, single, start, wait_until, wait_until_gone)
 from trainer.data.choose import MAX_DEFAULT_WORKERS
 from trainer.faults.exits import EXIT_PEER
 from trainer.rundir.checkpoint import latest_checkpoint
@@ -159,14 +158,9 @@ def test_a_run_whose_accelerate_launch_is_killed_saves_releases_its_lock_and_exi
         (os.killpg if processes == 2 else os.kill)(proc.pid, signal.SIGKILL)
         proc.wait()
         release.touch()
-        deadline = time.monotonic() + 120
-        while left := [pid for pid in run_processes if running(pid)]:
-            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
-            time.sleep(0.05)
+        wait_until_gone(run_processes, log)
     finally:
-        for pid in run_processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(run_processes)
     text = log.read_text()
     assert re.search(rf"the launcher \(pid {proc.pid}\) is gone: saved epoch \d+(, update \d+)?; resume with "
                      r"--resume", text), text[-5000:]

@@ -7,14 +7,12 @@ and a run stopped with SIGTERM sent to every process, as SLURM does.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +22,8 @@ from sklearn.metrics import average_precision_score
 
 from shards.classes import CLASSES
 from train_helpers import (LAUNCH, LAUNCH_SH_READY, ROOT, TINY, WORKERS, children, ddp, descendants, env, history,
-                           kill_launch, paused_entry, run, running, signal_when_paused, start, wait_until)
+                           kill_all, kill_launch, paused_entry, run, signal_when_paused, start, wait_until,
+                           wait_until_gone)
 from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.rundir.lock import holder
 from trainer.main import STOP_CHECK_UPDATES, main
@@ -157,14 +156,9 @@ def test_a_killed_launcher_leaves_no_rank_behind_and_the_resume_matches_a_run_ne
             os.kill(pid, signal.SIGKILL)
         proc.wait()
         release.touch()  # rank 0 goes on: no stop signal reaches it, only its launcher's end
-        deadline = time.monotonic() + 120
-        while left := [pid for pid in run_processes if running(pid)]:
-            assert time.monotonic() < deadline, f"still running 120 s after the kill: {left}\n{log.read_text()[-5000:]}"
-            time.sleep(0.05)
+        wait_until_gone(run_processes, log)
     finally:
-        for pid in run_processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(run_processes)
     text = log.read_text()
     saved = re.search(rf"the launcher \(pid {launcher}\) is gone: saved epoch (\d+)(, update (\d+))?; resume with "
                       r"--resume", text)

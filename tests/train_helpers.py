@@ -147,6 +147,23 @@ def children(pid: int) -> list[int]:
     return [child for child in descendants(pid) if _stat(child)[1:2] == [str(pid)]]
 
 
+def wait_until_gone(pids: list[int], log: Path, timeout: float = 120) -> None:
+    """Wait until every one of `pids` (not our children: a killed launcher's ranks) has exited."""
+    deadline = time.monotonic() + timeout
+    while left := [pid for pid in pids if running(pid)]:
+        assert time.monotonic() < deadline, f"still running after {timeout} s: {left}\n{log.read_text()[-5000:]}"
+        time.sleep(0.05)
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL whatever of `pids` is left (a failed test must not leave a run behind)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
