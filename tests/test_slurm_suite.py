@@ -1,8 +1,9 @@
-"""The report suite as ONE SLURM job array on a real 2-node SLURM on localhost (tests/slurm_cluster.py).
+"""A suite of report runs as ONE SLURM job array on a real 2-node SLURM on localhost (tests/slurm_cluster.py).
 
-`python -m trainer.suite report --launcher slurm` as a user types it on a login node: the eight
-report runs that need no download (alexnet_pretrained's weights are not on the box: said, not
-submitted), one epoch each, go out as one throttled array; a second call while the tasks run
+`python -m trainer.suite SUITE --launcher slurm` as a user types it on a login node, SUITE being four
+of the report's own recipes (configs/report/; the whole report is eight 227-px runs, minutes more of
+the same path on a 2-core box): the three that need no download (alexnet_pretrained's weights are
+not on the box: said, not submitted), one epoch each, go out as one throttled array; a second call while the tasks run
 submits nothing; one task is warned by a real time limit, checkpoints and is requeued; --status
 shows the states; a finished run submitted again by hand changes nothing; a run whose task ended
 without finishing is submitted again; trainer.report then writes REPORT.md with every run. The task that is warned is
@@ -28,11 +29,20 @@ from slurm_cluster import LocalSlurm
 from train_helpers import ROOT
 
 pytestmark = pytest.mark.slow
-ARRAY_LIMIT_S = 600  # 8 runs of ~20 s, 3 at once, and one requeue: a few minutes on a loaded 2-core box
+ARRAY_LIMIT_S = 600  # 3 runs of ~20 s, 2 at once, and one requeue: a few minutes on a loaded 2-core box
 WARNED = "simple"  # the run whose task gets the time-limit warning
 NO_WEIGHTS = "alexnet_pretrained"
-SUBMITTED = ["simple", "alexnet", "ablation_1_basenet", "ablation_2_adam", "ablation_3_nofc", "ablation_4_bn",
-             "ablation_5_final", "final"]
+SUBMITTED = ["simple", "ablation_1_basenet", "final"]
+REPORT_RECIPES = ROOT / "configs" / "report"
+
+
+@pytest.fixture(scope="module")
+def report_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A suites file with one suite, `some_report`: the report's own recipe files for four of its runs."""
+    path = tmp_path_factory.mktemp("suites") / "suites.yaml"
+    runs = {name: str(REPORT_RECIPES / f"{name}.yaml") for name in ["simple", NO_WEIGHTS, *SUBMITTED[1:]]}
+    path.write_text(yaml.safe_dump({"some_report": {"about": "four report runs", "runs": runs}}, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +58,10 @@ def report_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def suite(cluster: LocalSlurm, runs: Path, shards: Path, *extra: str, env: dict | None = None) -> tuple[int, str]:
-    """python -m trainer.suite report ... as a subprocess with the cluster's SLURM_CONF; (status, output)."""
-    done = subprocess.run([sys.executable, "-m", "trainer.suite", "report", "--runs", str(runs), *extra],
+def suite(cluster: LocalSlurm, runs: Path, suites: Path, *extra: str, env: dict | None = None) -> tuple[int, str]:
+    """python -m trainer.suite some_report ... as a subprocess with the cluster's SLURM_CONF; (status, output)."""
+    done = subprocess.run([sys.executable, "-m", "trainer.suite", "some_report", "--suites", str(suites), "--runs",
+                           str(runs), *extra],
                           cwd=runs.parent, env={**cluster.env, **(env or {})}, capture_output=True, text=True,
                           timeout=300)
     return done.returncode, done.stdout + done.stderr
@@ -73,9 +84,9 @@ def _seconds(runtime: str) -> int:
     return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
-def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm, report_shards, tmp_path):
+def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, report_shards, report_runs, tmp_path):
     runs, marker = tmp_path / "runs", tmp_path / "paused"
-    submit_args = ["--shards", str(report_shards), "--launcher", "slurm", "--parallel", "3",
+    submit_args = ["--shards", str(report_shards), "--launcher", "slurm", "--parallel", "2",
                    "--sbatch-args", "--cpus-per-task=1 --time=30 --signal=B:USR1@300", "--epochs", "1", "--workers", "0"]
     # What every task inherits through sbatch: the test's Python, one thread each, and rank 0 of the
     # WARNED run pausing at its first batch until a stop signal (once: not after its requeue).
@@ -83,19 +94,19 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
                 "VOC_TRAIN_ENTRY": f"tests/paused_run.py --once --only-run {WARNED} --pause-at 1:0 --marker {marker} --"}
     runs.mkdir()
 
-    # 1. One array of the eight runs, at most 3 at once; the run without weights is said and left out.
-    code, out = suite(slurm, runs, report_shards, *submit_args, env=task_env)
+    # 1. One array of the three runs, at most 2 at once; the run without weights is said and left out.
+    code, out = suite(slurm, runs, report_runs, *submit_args, env=task_env)
     assert code == 1, out  # 1: a run could not be submitted (no weights), the rest were
-    assert f"{NO_WEIGHTS}: no weights" in out and "submitted job array" in out and "8 task(s), at most 3 at once" in out
+    assert f"{NO_WEIGHTS}: no weights" in out and "submitted job array" in out and "3 task(s), at most 2 at once" in out
     record = [json.loads(line) for line in (runs / ".slurm" / "arrays.jsonl").read_text().splitlines()]
     assert len(record) == 1 and record[0]["runs"] == SUBMITTED
     array = record[0]["array_id"]
-    assert "--array=0-7%3" in record[0]["sbatch"]
+    assert "--array=0-2%2" in record[0]["sbatch"]
     log = Path(record[0]["log"].replace("%a", "0"))  # the WARNED run's task
     wait(marker.exists, f"the {WARNED} run's pause in its first batch", runs / ".slurm")
 
     # 2. Called again while the tasks are queued or running: nothing is submitted twice.
-    code, again = suite(slurm, runs, report_shards, *submit_args, env=task_env)
+    code, again = suite(slurm, runs, report_runs, *submit_args, env=task_env)
     assert f"{WARNED}: running as task {array}_0; not submitted again" in again, again
     assert "nothing to submit" in again and "submitted job array" not in again
     assert len((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()) == 1
@@ -108,7 +119,7 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     slurm.scontrol("update", f"JobId={array}_0", f"TimeLimit={limit}")
     wait(lambda: "USR1 (time limit near)" in log.read_text(errors="replace"), "time-limit warning", runs / ".slurm")
     slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=30")  # its second start is not warned again
-    code, status = suite(slurm, runs, report_shards, "--status")
+    code, status = suite(slurm, runs, report_runs, "--status")
     assert code == 1 and WARNED in status, status
 
     # 4. The array ends with every run finished; the warned one resumed once in the same task.
@@ -134,16 +145,16 @@ def test_the_report_suite_as_one_job_array_with_a_requeue_then_its_report(slurm,
     text = again_log.read_text()
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0") and "run finished" in text, text
     assert "is finished" in text and (runs / WARNED / "summary.json").stat().st_mtime_ns == before
-    code, status = suite(slurm, runs, report_shards, "--status")
-    assert code == 1 and "8 done, 1 not started" in status, status  # alexnet_pretrained never ran
-    code, third = suite(slurm, runs, report_shards, *submit_args)
-    assert "nothing to submit" in third and third.count("finished before") == 8, third
+    code, status = suite(slurm, runs, report_runs, "--status")
+    assert code == 1 and "3 done, 1 not started" in status, status  # alexnet_pretrained never ran
+    code, third = suite(slurm, runs, report_runs, *submit_args)
+    assert "nothing to submit" in third and third.count("finished before") == 3, third
     # A run whose task ended without finishing (here: its summary.json deleted) is submitted again, saying so;
     # it resumes from its last checkpoint (the last epoch's) and runs only the final test.
     (runs / WARNED / "summary.json").unlink()
-    code, fourth = suite(slurm, runs, report_shards, *submit_args)
+    code, fourth = suite(slurm, runs, report_runs, *submit_args)
     assert f"{WARNED}: task {array}_0 ended without finishing" in fourth and "submitted again" in fourth, fourth
-    assert "1 task(s), at most 3 at once" in fourth
+    assert "1 task(s), at most 2 at once" in fourth
     second = json.loads((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()[1])
     assert second["runs"] == [WARNED]
     wait(lambda: not [row for row in slurm.squeue() if row.startswith(second["array_id"])], "end of the second array",
