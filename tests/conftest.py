@@ -97,7 +97,7 @@ FILE_SECONDS = {
     "test_hang.py": 90,
     # One in-process training run on 07+12 trainval shards.
     "test_train_splits.py": 8,
-    # The report suite as one SLURM job array (8 runs of 1 epoch, a requeue).
+    # Report runs as one SLURM job array (3 runs of 1 epoch, a requeue).
     "test_slurm_suite.py": 100,
 }
 
