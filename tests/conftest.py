@@ -79,26 +79,18 @@ def slurm(slurm_cluster: LocalSlurm):
     slurm_cluster.cancel_all()
 
 
-# Rough seconds each slow file takes in one process on a quiet 2-core box (pytest -n 0 --durations
-# on the shared box, scaled down from a load of about 4), for the order below only: a file missing
-# here is taken for a fast one and goes last. Add a new slow file (anything that starts trainers or
-# a cluster) with its time.
+# Rough seconds each slow file takes (`./launch.sh test --durations=60` on the 2-core box,
+# 2026-12-07: two workers, so under load), for the order below only: a file missing here is taken
+# for a fast one and goes last. Add a new slow file (anything that starts trainers or a cluster)
+# with its time.
 FILE_SECONDS = {
-    "test_slurm.py": 300, "test_train_single.py": 120, "test_train_ddp.py": 75, "test_launch_sh.py": 70,
-    "test_suite.py": 45, "test_run_lock.py": 40, "test_faults.py": 30, "test_evaluate.py": 28,
-    "test_models.py": 30, "test_predict_evaluate_run.py": 25, "test_shards_verify.py": 15,
-    "test_train_hidden_test.py": 15, "test_shards_pack_safety.py": 10,
-    # The device loader's files (measured alone on the shared box at a load of ~3, scaled likewise).
-    "test_gpu_check.py": 80, "test_train_device.py": 70, "test_compile.py": 35, "test_device_loader.py": 25,
-    "test_shards_bench.py": 20,
-    # A 2-process run on a full tmpfs, and in-process saves/resumes; loader workers (the exit
-    # test starts one interpreter and its forkserver); hangs (a frozen rank waits out --hang-timeout).
-    "test_run_ends_clean.py": 60, "test_checkpoint_safety.py": 8, "test_loader_workers.py": 20,
-    "test_hang.py": 90,
-    # One in-process training run on 07+12 trainval shards.
-    "test_train_splits.py": 8,
-    # Report runs as one SLURM job array (3 runs of 1 epoch, a requeue).
-    "test_slurm_suite.py": 100,
+    "test_slurm.py": 300, "test_hang.py": 145, "test_slurm_suite.py": 100, "test_gpu_check.py": 98,
+    "test_train_ddp.py": 85, "test_launch_sh.py": 55, "test_train_single.py": 53, "test_compile.py": 50,
+    "test_faults.py": 46, "test_train_device.py": 41, "test_run_ends_clean.py": 38, "test_run_lock.py": 32,
+    "test_suite.py": 28, "test_loader_workers.py": 23, "test_evaluate.py": 14, "test_predict_evaluate_run.py": 14,
+    "test_shards_pack_safety.py": 7, "test_train_hidden_test.py": 6, "test_shards_verify.py": 6,
+    "test_device_loader.py": 5, "test_checkpoint_safety.py": 4, "test_train_splits.py": 3, "test_models.py": 3,
+    "test_shards_bench.py": 3,
 }
 
 
