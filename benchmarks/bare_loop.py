@@ -65,11 +65,14 @@ def stream_batches(urls: list[str], size: int, batch_size: int, workers: int, st
     images goes round them again."""
     yielded = 0
     while yielded < steps:
+        before = yielded
         for batch in stream_loader(urls, size, batch_size, workers):
             yield batch
             yielded += 1
             if yielded == steps:
                 return
+        if yielded == before:
+            raise SystemExit("bare_loop: this rank's shards hold no full batch (fewer shards than processes?)")
 
 
 def main() -> None:

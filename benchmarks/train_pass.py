@@ -42,8 +42,15 @@ def launcher() -> tuple[list[str], dict]:
             "--dynamo_backend", "no"], env
 
 
+RUN_LIMIT_S = 1800  # one run of a few epochs takes about a minute on a 2-core box: past this it hangs
+
+
 def run(cmd: list[str], env: dict) -> None:
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_LIMIT_S)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"") + (err.stderr or b"")
+        sys.exit(f"{' '.join(cmd)} still running after {RUN_LIMIT_S} s:\n{out.decode(errors='replace')[-4000:]}")
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
 

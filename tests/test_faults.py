@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from train_helpers import (ACCELERATE, ROOT, TINY, WORKERS, children, ddp, descendants, env, free_port, kill_all,
-                           kill_launch, running, single, start, wait_until, wait_until_gone)
+                           kill_launch, single, start, wait_until, wait_until_gone)
 from trainer.data.choose import MAX_DEFAULT_WORKERS
 from trainer.faults.exits import EXIT_PEER
 from trainer.rundir.checkpoint import latest_checkpoint
@@ -77,16 +77,9 @@ def test_when_a_rank_is_sigkilled_its_peer_exits_by_itself(shards_dir, tmp_path)
                          r"(closed|reset) by peer", text), text[-5000:]
         assert "Traceback" not in text, text[-5000:]
         # Nothing of the survivor outlives it (its loader worker ignores SIGTERM: it is SIGKILLed at exit).
-        deadline = time.monotonic() + 30
-        while any(running(pid) for pid in survivors):
-            assert time.monotonic() < deadline, f"rank 1's loader processes outlived it: {survivors}"
-            time.sleep(0.05)
+        wait_until_gone(survivors, timeout=30)  # rank 1's loader processes must not outlive it
     finally:
-        for pid in [rank.pid for rank in ranks] + helpers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all([rank.pid for rank in ranks] + helpers)
         for rank in ranks:
             rank.wait()
 
@@ -158,7 +151,8 @@ def test_a_run_whose_accelerate_launch_is_killed_saves_releases_its_lock_and_exi
         (os.killpg if processes == 2 else os.kill)(proc.pid, signal.SIGKILL)
         proc.wait()
         release.touch()
-        wait_until_gone(run_processes, log)
+        print(f"\nlauncher killed -> every process of the run gone {wait_until_gone(run_processes, log):.1f} s after "
+              "rank 0 went on")
     finally:
         kill_all(run_processes)
     text = log.read_text()

@@ -37,7 +37,7 @@ REPORT_RECIPES = ROOT / "configs" / "report"
 
 
 @pytest.fixture(scope="module")
-def report_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A suites file with one suite, `some_report`: the report's own recipe files for four of its runs."""
     path = tmp_path_factory.mktemp("suites") / "suites.yaml"
     runs = {name: str(REPORT_RECIPES / f"{name}.yaml") for name in ["simple", NO_WEIGHTS, *SUBMITTED[1:]]}
@@ -84,7 +84,7 @@ def _seconds(runtime: str) -> int:
     return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
-def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, report_shards, report_runs, tmp_path):
+def test_report_suite_as_one_job_array_with_a_requeue_then_their_report(slurm, report_shards, report_suite, tmp_path):
     runs, marker = tmp_path / "runs", tmp_path / "paused"
     submit_args = ["--shards", str(report_shards), "--launcher", "slurm", "--parallel", "2",
                    "--sbatch-args", "--cpus-per-task=1 --time=30 --signal=B:USR1@300", "--epochs", "1", "--workers", "0"]
@@ -95,7 +95,7 @@ def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, re
     runs.mkdir()
 
     # 1. One array of the three runs, at most 2 at once; the run without weights is said and left out.
-    code, out = suite(slurm, runs, report_runs, *submit_args, env=task_env)
+    code, out = suite(slurm, runs, report_suite, *submit_args, env=task_env)
     assert code == 1, out  # 1: a run could not be submitted (no weights), the rest were
     assert f"{NO_WEIGHTS}: no weights" in out and "submitted job array" in out and "3 task(s), at most 2 at once" in out
     record = [json.loads(line) for line in (runs / ".slurm" / "arrays.jsonl").read_text().splitlines()]
@@ -106,7 +106,7 @@ def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, re
     wait(marker.exists, f"the {WARNED} run's pause in its first batch", runs / ".slurm")
 
     # 2. Called again while the tasks are queued or running: nothing is submitted twice.
-    code, again = suite(slurm, runs, report_runs, *submit_args, env=task_env)
+    code, again = suite(slurm, runs, report_suite, *submit_args, env=task_env)
     assert f"{WARNED}: running as task {array}_0; not submitted again" in again, again
     assert "nothing to submit" in again and "submitted job array" not in again
     assert len((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()) == 1
@@ -119,7 +119,7 @@ def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, re
     slurm.scontrol("update", f"JobId={array}_0", f"TimeLimit={limit}")
     wait(lambda: "USR1 (time limit near)" in log.read_text(errors="replace"), "time-limit warning", runs / ".slurm")
     slurm.scontrol("update", f"JobId={array}_0", "TimeLimit=30")  # its second start is not warned again
-    code, status = suite(slurm, runs, report_runs, "--status")
+    code, status = suite(slurm, runs, report_suite, "--status")
     assert code == 1 and WARNED in status, status
 
     # 4. The array ends with every run finished; the warned one resumed once in the same task.
@@ -145,14 +145,14 @@ def test_report_runs_as_one_job_array_with_a_requeue_then_their_report(slurm, re
     text = again_log.read_text()
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0") and "run finished" in text, text
     assert "is finished" in text and (runs / WARNED / "summary.json").stat().st_mtime_ns == before
-    code, status = suite(slurm, runs, report_runs, "--status")
+    code, status = suite(slurm, runs, report_suite, "--status")
     assert code == 1 and "3 done, 1 not started" in status, status  # alexnet_pretrained never ran
-    code, third = suite(slurm, runs, report_runs, *submit_args)
+    code, third = suite(slurm, runs, report_suite, *submit_args)
     assert "nothing to submit" in third and third.count("finished before") == 3, third
     # A run whose task ended without finishing (here: its summary.json deleted) is submitted again, saying so;
     # it resumes from its last checkpoint (the last epoch's) and runs only the final test.
     (runs / WARNED / "summary.json").unlink()
-    code, fourth = suite(slurm, runs, report_runs, *submit_args)
+    code, fourth = suite(slurm, runs, report_suite, *submit_args)
     assert f"{WARNED}: task {array}_0 ended without finishing" in fourth and "submitted again" in fourth, fourth
     assert "1 task(s), at most 2 at once" in fourth
     second = json.loads((runs / ".slurm" / "arrays.jsonl").read_text().splitlines()[1])

@@ -156,7 +156,8 @@ def test_a_killed_launcher_leaves_no_rank_behind_and_the_resume_matches_a_run_ne
             os.kill(pid, signal.SIGKILL)
         proc.wait()
         release.touch()  # rank 0 goes on: no stop signal reaches it, only its launcher's end
-        wait_until_gone(run_processes, log)
+        print(f"\nlauncher killed -> every process of the run gone {wait_until_gone(run_processes, log):.1f} s after "
+              "rank 0 went on")
     finally:
         kill_all(run_processes)
     text = log.read_text()

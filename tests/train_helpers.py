@@ -117,16 +117,9 @@ def kill_launch(proc: subprocess.Popen, timeout: float = 60) -> None:
     wait until all of them have exited: only then are their files closed (a run's lock is an flock
     its loader workers share), so what a test checks next sees what a user sees after the crash."""
     pids = [proc.pid, *descendants(proc.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(pids)
     proc.wait()
-    deadline = time.monotonic() + timeout
-    while any(running(pid) for pid in pids[1:]):  # the others are not our children: poll /proc
-        assert time.monotonic() < deadline, f"killed processes still running after {timeout} s: {pids}"
-        time.sleep(0.05)
+    wait_until_gone(pids[1:], timeout=timeout)  # the others are not our children: polled in /proc
 
 
 def _stat(pid: int) -> list[str]:
@@ -147,12 +140,15 @@ def children(pid: int) -> list[int]:
     return [child for child in descendants(pid) if _stat(child)[1:2] == [str(pid)]]
 
 
-def wait_until_gone(pids: list[int], log: Path, timeout: float = 120) -> None:
-    """Wait until every one of `pids` (not our children: a killed launcher's ranks) has exited."""
-    deadline = time.monotonic() + timeout
+def wait_until_gone(pids: list[int], log: Path | None = None, timeout: float = 120) -> float:
+    """Wait until every one of `pids` (not our children: a killed launcher's ranks) has exited; the
+    seconds it took. Fails, with the end of `log`, when one is still running after `timeout`."""
+    start = time.monotonic()
     while left := [pid for pid in pids if running(pid)]:
-        assert time.monotonic() < deadline, f"still running after {timeout} s: {left}\n{log.read_text()[-5000:]}"
+        assert time.monotonic() < start + timeout, f"still running after {timeout} s: {left}\n" + \
+            (log.read_text()[-5000:] if log else "")
         time.sleep(0.05)
+    return time.monotonic() - start
 
 
 def kill_all(pids: list[int]) -> None:

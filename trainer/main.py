@@ -78,14 +78,14 @@ def train_epochs(run: Run) -> dict | None:
             epoch_start = time.time()
             row = train_epoch(run, epoch)
             if row is None:
-                return {"stopped": True, "epoch": epoch, "launcher_gone": run.stop.launcher_gone}
+                return run.stop.summary(epoch)
             if epoch == 1 or epoch % run.cfg.test_frequency == 0 or epoch == run.cfg.epochs:
                 evaluate_epoch(run, epoch, row)
             row.seconds = time.time() - epoch_start + run.state.partial_seconds
             save_epoch(run, row)
             if run.stop_agreed(phase="epoch end", epoch=epoch):
                 run.say(run.stop.line(f"epoch {epoch}", epoch_end=True))
-                return {"stopped": True, "epoch": epoch, "launcher_gone": run.stop.launcher_gone}
+                return run.stop.summary(epoch)
     return None
 
 

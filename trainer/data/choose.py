@@ -56,11 +56,11 @@ def choose_loader(loader: str, need: int, free: int, device: str) -> tuple[str, 
 def open_data(cfg: TrainConfig, accelerator: Accelerator) -> tuple[RunData, str]:
     """The run's data source for --loader, and a line saying which and why."""
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    workers = ""
+    workers_said = ""
     if cfg.workers is None:  # the processes on this machine share its CPUs
         host = socket.gethostname()
         cfg = replace(cfg, workers=default_workers(gather_object([host]).count(host)))
-        workers = f", {cfg.workers} loader worker(s) per process (--workers unset: this machine's CPUs)"
+        workers_said = f", {cfg.workers} loader worker(s) per process (--workers unset: this machine's CPUs)"
     if cfg.loader == "stream":
         name, why = choose_loader("stream", 0, 0, device.type)
     else:
@@ -68,10 +68,10 @@ def open_data(cfg: TrainConfig, accelerator: Accelerator) -> tuple[RunData, str]
         free = min(gather_object([free_bytes(device, world)]))
         name, why = choose_loader(cfg.loader, device_bytes(cfg, world), free, device.type)
     if name == "stream":
-        return ShardStream(cfg, rank=rank, world_size=world), f"loader: stream ({why}){workers}"
+        return ShardStream(cfg, rank=rank, world_size=world), f"loader: stream ({why}){workers_said}"
     # With a cache, each machine's first process decodes and writes it; the others then map it.
     # Decoding draws from the global RNG (each DataLoader seeds its workers from it) and mapping
     # does not: fork it, so that dropout etc. are the same whether the data came from the cache.
     with accelerator.local_main_process_first(), torch.random.fork_rng(devices=[]):
         data = DeviceData(cfg, rank=rank, world_size=world, device=device)
-    return data, f"loader: device ({why}){workers}; {data.describe()}"
+    return data, f"loader: device ({why}){workers_said}; {data.describe()}"

@@ -80,6 +80,10 @@ class StopSignal:
         """Which signal stopped this process ('another process' when a peer received it)."""
         return self.received.name if self.received is not None else "another process"
 
+    def summary(self, epoch: int) -> dict:
+        """What a stopped run returns instead of its summary (trainer.main turns launcher_gone into its status)."""
+        return {"stopped": True, "epoch": epoch, "launcher_gone": self.launcher_gone}
+
     def line(self, saved: str, *, epoch_end: bool) -> str:
         """What the run says once it has stopped and saved `saved` (e.g. "epoch 3, update 8")."""
         if self.launcher_gone:
