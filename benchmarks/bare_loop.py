@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from PIL import Image
 
 from models import create_model
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from models import create_model
-from shards.classes import NUM_CLASSES
+from shards.classes import VOC
 from shards.transforms import normalize
 from trainer.loop.step import train_step
 from trainer.recipe.loss import build_loss, logit_targets
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     device = accelerator.device
     torch.manual_seed(0)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8)
-    states = torch.randint(-1, 2, (args.batch_size, NUM_CLASSES), dtype=torch.int8)
+    states = torch.randint(-1, 2, (args.batch_size, VOC.num_classes), dtype=torch.int8)
     base = create_model(args.model)
 
     # trainer: exactly the objects trainer/main.py builds

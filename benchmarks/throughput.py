@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models import list_models
-from shards.classes import NUM_CLASSES
+from shards.classes import VOC
 from shards.presets import TRAIN_PRESETS
 from trainer.data.stream import RunData
 from trainer.data.choose import open_data
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     # (a) one batch already on the device, every step
     images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
                            device=device)
-    states = torch.randint(-1, 2, (cfg.batch_size, NUM_CLASSES), dtype=torch.int8, device=device)
+    states = torch.randint(-1, 2, (cfg.batch_size, VOC.num_classes), dtype=torch.int8, device=device)
     model.train()
     model_steps = (train_step(model, images, states, **step_args) for _ in itertools.count())
 

@@ -1,7 +1,7 @@
 """The report's BaseNet (= SimpleClassifier) and its two ablation variants (docs/SPEC.md, ablation rows 1-4).
 
-    simple           conv5-64, conv3-32, conv3-16 (each ReLU + maxpool 2), fc 16*26*26 -> 120 -> 84 -> 21
-    basenet_nofc     the same without the two hidden fc layers: flatten -> 21
+    simple           conv5-64, conv3-32, conv3-16 (each ReLU + maxpool 2), fc 16*26*26 -> 120 -> 84 -> logits
+    basenet_nofc     the same without the two hidden fc layers: flatten -> logits
     basenet_nofc_bn  + BatchNorm2d after each conv (before its ReLU)
 
 Spatial sizes at 227 px: 227 -> 223 -> 111 -> 109 -> 54 -> 52 -> 26. The flatten size is
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 from .registry import register_model
 
@@ -39,7 +39,7 @@ class FixedSizeFlatten(nn.Flatten):
 class BaseNet(nn.Module):
     """Three conv + maxpool stages, then a fully connected classifier on the 16x26x26 map."""
 
-    def __init__(self, name: str, hidden_fc: bool, batchnorm: bool) -> None:
+    def __init__(self, name: str, hidden_fc: bool, batchnorm: bool, num_logits: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for in_ch, out_ch, kernel in ((3, 64, 5), (64, 32, 3), (32, 16, 3)):
@@ -52,9 +52,9 @@ class BaseNet(nn.Module):
         head: list[nn.Module] = [FixedSizeFlatten(flat, name)]
         if hidden_fc:
             head += [nn.Linear(flat, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True)]
-            head.append(nn.Linear(84, NUM_LOGITS))
+            head.append(nn.Linear(84, num_logits))
         else:
-            head.append(nn.Linear(flat, NUM_LOGITS))
+            head.append(nn.Linear(flat, num_logits))
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,18 +62,18 @@ class BaseNet(nn.Module):
 
 
 @register_model()
-def simple() -> BaseNet:
+def simple(num_logits: int = VOC.num_logits) -> BaseNet:
     """The report's SimpleClassifier (ablation row 1; row 2 is the same network trained with Adam)."""
-    return BaseNet("simple", hidden_fc=True, batchnorm=False)
+    return BaseNet("simple", hidden_fc=True, batchnorm=False, num_logits=num_logits)
 
 
 @register_model()
-def basenet_nofc() -> BaseNet:
+def basenet_nofc(num_logits: int = VOC.num_logits) -> BaseNet:
     """Ablation row 3: BaseNet with its two hidden fully connected layers removed."""
-    return BaseNet("basenet_nofc", hidden_fc=False, batchnorm=False)
+    return BaseNet("basenet_nofc", hidden_fc=False, batchnorm=False, num_logits=num_logits)
 
 
 @register_model()
-def basenet_nofc_bn() -> BaseNet:
+def basenet_nofc_bn(num_logits: int = VOC.num_logits) -> BaseNet:
     """Ablation row 4: row 3 plus BatchNorm2d after each convolution."""
-    return BaseNet("basenet_nofc_bn", hidden_fc=False, batchnorm=True)
+    return BaseNet("basenet_nofc_bn", hidden_fc=False, batchnorm=True, num_logits=num_logits)

@@ -2,7 +2,7 @@
 
 Exactly the report's table (docs/SPEC.md): five 3x3 convolutions with stride 2 and no padding,
 each followed by BatchNorm2d + ReLU, a 2x2 maxpool between the third conv and its
-BatchNorm, then Linear 2048 -> 21 on the flattened 512x2x2 map.
+BatchNorm, then Linear 2048 -> num_logits (VOC: 21) on the flattened 512x2x2 map.
 
     227 -conv-> 113 -conv-> 56 -conv-> 27 -pool-> 13 -conv-> 6 -conv-> 2
 
@@ -13,7 +13,7 @@ otherwise) although the BatchNorm after each makes it redundant.
 import torch
 from torch import nn
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 from .basenet import FixedSizeFlatten
 from .registry import register_model
@@ -29,7 +29,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int, pool: bool = False) -> list[nn.Module
 class FinalNet(nn.Module):
     """Strided conv stack of the report; needs 227x227 input (the Linear expects a 2x2 map)."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_logits: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
             *_conv_bn_relu(3, 64),
@@ -38,13 +38,13 @@ class FinalNet(nn.Module):
             *_conv_bn_relu(256, 512),
             *_conv_bn_relu(512, 512),
         )
-        self.classifier = nn.Sequential(FixedSizeFlatten(512 * 2 * 2, "final"), nn.Linear(2048, NUM_LOGITS))
+        self.classifier = nn.Sequential(FixedSizeFlatten(512 * 2 * 2, "final"), nn.Linear(2048, num_logits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
 @register_model()
-def final() -> FinalNet:
+def final(num_logits: int = VOC.num_logits) -> FinalNet:
     """The report's final network, layer for layer."""
-    return FinalNet()
+    return FinalNet(num_logits)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 from .registry import create_architecture
 
@@ -22,40 +22,40 @@ from .registry import create_architecture
 SEARCH = range(32, 513)
 
 
-def _takes(model: torch.nn.Module, size: int) -> str | None:
-    """None when `model` maps [1, 3, size, size] to (1, NUM_LOGITS) logits, else why not."""
+def _takes(model: torch.nn.Module, size: int, num_logits: int) -> str | None:
+    """None when `model` maps [1, 3, size, size] to (1, num_logits) logits, else why not."""
     with torch.no_grad():
         try:
             out = model(torch.empty(1, 3, size, size, device="meta"))
         except (RuntimeError, ValueError) as err:
             return str(err).splitlines()[0] if str(err) else type(err).__name__
-    if tuple(out.shape) != (1, NUM_LOGITS):
-        return f"it emits {tuple(out.shape)}, not (1, {NUM_LOGITS}) logits"
+    if tuple(out.shape) != (1, num_logits):
+        return f"it emits {tuple(out.shape)}, not (1, {num_logits}) logits"
     return None
 
 
-def _sizes_taken(model: torch.nn.Module) -> tuple[int, int | None] | None:
+def _sizes_taken(model: torch.nn.Module, num_logits: int) -> tuple[int, int | None] | None:
     """(smallest, largest) size in SEARCH the model takes, largest None when it takes every size
     from the smallest up (checked at the top of SEARCH); None when it takes none."""
-    first = next((s for s in SEARCH if _takes(model, s) is None), None)
+    first = next((s for s in SEARCH if _takes(model, s, num_logits) is None), None)
     if first is None:
         return None
-    if _takes(model, SEARCH.stop - 1) is None:  # global pooling: every size up from the smallest
+    if _takes(model, SEARCH.stop - 1, num_logits) is None:  # global pooling: every size up from the smallest
         return first, None
     last = first  # a fixed-size network: a narrow band (simple 224..231, final 183..246)
-    while last + 1 in SEARCH and _takes(model, last + 1) is None:
+    while last + 1 in SEARCH and _takes(model, last + 1, num_logits) is None:
         last += 1
     return first, last
 
 
-def input_size_problem(name: str, size: int) -> str | None:
+def input_size_problem(name: str, size: int, num_logits: int = VOC.num_logits) -> str | None:
     """Why model `name` cannot take size x size images (with the sizes it does take), or None."""
     with torch.device("meta"):
-        model = create_architecture(name).eval()
-    why = _takes(model, size)
+        model = create_architecture(name, num_logits).eval()
+    why = _takes(model, size, num_logits)
     if why is None:
         return None
-    band = _sizes_taken(model)
+    band = _sizes_taken(model, num_logits)
     if band is None:
         return f"model '{name}' cannot take {size}x{size} images, nor any size from {SEARCH.start} to " \
                f"{SEARCH.stop - 1} ({why})"

@@ -2,6 +2,8 @@
 
 Family modules register their builders with ``@register_model()``; ``models/__init__.py``
 imports those modules explicitly, so the registry is complete once ``models`` is imported.
+Every builder takes ``num_logits`` (the width of its head, from the data's class list:
+shards.classes); its default is VOC's 21, the reference report's head.
 """
 
 import difflib
@@ -61,8 +63,9 @@ def create_model(name: str, **options: Any) -> nn.Module:
     return builder(**options)
 
 
-def create_architecture(name: str) -> nn.Module:
+def create_architecture(name: str, num_logits: int | None = None) -> nn.Module:
     """The network ``name`` with its layers only: freshly initialized, no weights file read (build
     it under ``torch.device("meta")`` and nothing is even allocated)."""
     check_model_name(name)
-    return _BUILDERS[_ARCHITECTURES[name]]()
+    options = {} if num_logits is None else {"num_logits": num_logits}
+    return _BUILDERS[_ARCHITECTURES[name]](**options)

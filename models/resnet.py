@@ -1,4 +1,4 @@
-"""torchvision's ResNet-18 and ResNet-50 with ``fc`` -> 21 logits: from scratch and pretrained.
+"""torchvision's ResNet-18 and ResNet-50, ``fc`` -> the data's logits (VOC: 21): from scratch and pretrained.
 
 Not in the report: stronger baselines. Global average pooling, so any input size works.
 ``resnet50_pretrained`` uses IMAGENET1K_V2 (torchvision's default, 80.9% top-1 vs 76.1% for V1).
@@ -10,35 +10,37 @@ from torchvision.models import ResNet, ResNet18_Weights, ResNet50_Weights
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 from .registry import register_model
 from .weights import find_weights, load_pretrained
 
 
 @register_model()
-def resnet18() -> ResNet:
+def resnet18(num_logits: int = VOC.num_logits) -> ResNet:
     """ResNet-18 from random initialization."""
-    return tv_resnet18(weights=None, num_classes=NUM_LOGITS)
+    return tv_resnet18(weights=None, num_classes=num_logits)
 
 
 @register_model()
-def resnet50() -> ResNet:
+def resnet50(num_logits: int = VOC.num_logits) -> ResNet:
     """ResNet-50 from random initialization."""
-    return tv_resnet50(weights=None, num_classes=NUM_LOGITS)
+    return tv_resnet50(weights=None, num_classes=num_logits)
 
 
 @register_model(architecture="resnet18")
-def resnet18_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
+def resnet18_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False,
+                        num_logits: int = VOC.num_logits) -> ResNet:
     """ResNet-18 with ImageNet weights (IMAGENET1K_V1) and a new ``fc``; see ``models.weights``."""
     path = find_weights("resnet18_pretrained", ResNet18_Weights.IMAGENET1K_V1, weights)
-    model = tv_resnet18(weights=None, num_classes=NUM_LOGITS)
+    model = tv_resnet18(weights=None, num_classes=num_logits)
     return load_pretrained(model, "resnet18_pretrained", path, head="fc", freeze_features=freeze_features)
 
 
 @register_model(architecture="resnet50")
-def resnet50_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
+def resnet50_pretrained(weights: str | os.PathLike | None = None, freeze_features: bool = False,
+                        num_logits: int = VOC.num_logits) -> ResNet:
     """ResNet-50 with ImageNet weights (IMAGENET1K_V2) and a new ``fc``; see ``models.weights``."""
     path = find_weights("resnet50_pretrained", ResNet50_Weights.IMAGENET1K_V2, weights)
-    model = tv_resnet50(weights=None, num_classes=NUM_LOGITS)
+    model = tv_resnet50(weights=None, num_classes=num_logits)
     return load_pretrained(model, "resnet50_pretrained", path, head="fc", freeze_features=freeze_features)

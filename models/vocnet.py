@@ -7,7 +7,7 @@ Design (at 227 px; GAP makes any size >= 32 px work):
     stage 2  2 blocks, 96 ch                                     29x29
     stage 3  2 blocks, 192 ch                                    15x15
     stage 4  1 block,  384 ch                                     8x8
-    head     BN, ReLU, global average pool, Dropout(0.2), Linear 384 -> 21
+    head     BN, ReLU, global average pool, Dropout(0.2), Linear 384 -> logits
 
     13 3x3 convs (+ 4 1x1 shortcut convs), 3.59 M parameters,
     0.77 GMAC (multiply-adds) per 227 px image, 0.23 at 128 px.
@@ -41,7 +41,7 @@ import math
 import torch
 from torch import nn
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 
 from .registry import register_model
 
@@ -84,6 +84,7 @@ class VOCNet(nn.Module):
         depths: tuple[int, ...] = (1, 2, 2, 1),
         stem: int = 32,
         dropout: float = 0.2,
+        num_logits: int = VOC.num_logits,
     ) -> None:
         super().__init__()
         # A bare conv: the first block's BN-ReLU pre-activation normalizes it (as in pre-act ResNets).
@@ -97,7 +98,7 @@ class VOCNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
             nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(in_ch, NUM_LOGITS),
+            nn.Dropout(dropout), nn.Linear(in_ch, num_logits),
         )
         self._init_weights()
 
@@ -113,9 +114,9 @@ class VOCNet(nn.Module):
 
 
 @register_model()
-def vocnet(width: int = 48, dropout: float = 0.2) -> VOCNet:
+def vocnet(width: int = 48, dropout: float = 0.2, num_logits: int = VOC.num_logits) -> VOCNet:
     """The strong from-scratch network (see the module docstring).
 
     ``width``: channels of stage 1; stages 2-4 have 2x, 4x, 8x. ``dropout``: before the classifier.
     """
-    return VOCNet(widths=(width, 2 * width, 4 * width, 8 * width), dropout=dropout)
+    return VOCNet(widths=(width, 2 * width, 4 * width, 8 * width), dropout=dropout, num_logits=num_logits)

@@ -60,7 +60,7 @@ def load_pretrained(
 ) -> nn.Module:
     """Load every tensor of the file at ``path`` except the classifier ``head`` (e.g. "fc") into ``model``.
 
-    ``model`` is built with its 21-logit head, which keeps its fresh initialization. With
+    ``model`` is built with the data's head, which keeps its fresh initialization. With
     ``freeze_features`` every parameter outside ``head`` gets ``requires_grad=False``
     (BatchNorm running statistics still update in train mode; only the weights are frozen).
     """

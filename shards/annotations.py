@@ -11,7 +11,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 
-from shards.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
+
+_INDEX = VOC.index()
 
 PRESENT, DIFFICULT_ONLY, ABSENT = 1, 0, -1
 # What the readers give every class of a sample packed without annotations (a split with hidden
@@ -47,9 +49,9 @@ class Annotation:
 
 def devkit_states(objects: list[VocObject]) -> list[int]:
     """The 20 devkit states (1 / 0 / -1, SPEC class order) of an image holding `objects`."""
-    states = [ABSENT] * NUM_CLASSES
+    states = [ABSENT] * VOC.num_classes
     for obj in objects:
-        c = CLASS_INDEX[obj.name]
+        c = _INDEX[obj.name]
         states[c] = PRESENT if not obj.difficult else max(states[c], DIFFICULT_ONLY)
     return states
 
@@ -83,8 +85,8 @@ def parse_annotation(xml_bytes: bytes) -> Annotation:
     objects = []
     for node in root.iter("object"):
         name = _text(node, "name")
-        if name not in CLASS_INDEX:
-            raise AnnotationError(f"unknown class {name!r} (known: {', '.join(CLASSES)})")
+        if name not in _INDEX:
+            raise AnnotationError(f"unknown class {name!r} (known: {', '.join(VOC_CLASSES)})")
         bbox = tuple(_int(node, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax"))
         objects.append(VocObject(
             name=name,

@@ -3,7 +3,8 @@
 `voc_split_labels` reads a VOC source (what `shards.pack --voc` takes: a VOCdevkit folder,
 its VOC2007 folder or an official tar) through shards.sources and shards.annotations, so
 the states are the ones packing would store. `shard_split_labels` reads the json record of
-each sample in packed shards. Both return (ids sorted, states int8 [N, 20] devkit 1/0/-1),
+each sample in packed shards (any data set: one state per class of its manifest). Both return
+(ids sorted, states int8 [N, C] 1/0/-1),
 rows in id order, the order the trainer's test arrays have (trainer.evaluation.evaluate sorts by id).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
-from shards.classes import NUM_CLASSES
+from shards.classes import VOC, class_list
 from shards.manifest import MANIFEST_NAME, is_labeled, load_manifest, split_entry
 from shards.sources import SPLITS, SourceError, open_sources
 
@@ -65,7 +66,7 @@ def voc_split_labels(path: str | Path, split: str = "test", year: str | None = N
     if bad:
         raise LabelError(f"--voc {path}: {len(bad)} annotation(s) of split '{split}' cannot be read: "
                          f"{first_ids(bad)}; fix or restore them")
-    return ids, np.asarray(states, dtype=np.int8).reshape(len(ids), NUM_CLASSES)
+    return ids, np.asarray(states, dtype=np.int8).reshape(len(ids), VOC.num_classes)
 
 
 def _shard_records(shard: Path) -> list[dict]:
@@ -79,12 +80,14 @@ def _shard_records(shard: Path) -> list[dict]:
 
 
 def shard_split_labels(shards_dir: str | Path, split: str = "test") -> tuple[list[str], np.ndarray]:
-    """(sorted ids, int8 states [N, 20]) of `split` from the json records of packed shards.
+    """(sorted ids, int8 states [N, C]) of `split` from the json records of packed shards.
 
     The ids must be exactly the manifest's (each once): a shard set that disagrees with its
     manifest.json would score a submission against the wrong images."""
     shards_dir = Path(shards_dir)
-    entry = split_entry(load_manifest(shards_dir), split, shards_dir)  # ManifestError lists the splits
+    manifest = load_manifest(shards_dir)
+    entry = split_entry(manifest, split, shards_dir)  # ManifestError lists the splits
+    num_classes = class_list(manifest).num_classes
     if not is_labeled(entry):
         raise LabelError(f"{shards_dir}: split '{split}' was packed without annotations (labels hidden): there is "
                          f"nothing to score against; its labels are with whoever handed it out (a course or "
@@ -94,8 +97,8 @@ def shard_split_labels(shards_dir: str | Path, split: str = "test") -> tuple[lis
     for name in entry["shards"]:
         for record in _shard_records(shards_dir / name):
             image_id, states = record.get("id"), record.get("labels")
-            if not isinstance(image_id, str) or not isinstance(states, list) or len(states) != NUM_CLASSES:
-                raise LabelError(f"{shards_dir / name}: a sample record lacks 'id' or its {NUM_CLASSES} 'labels' "
+            if not isinstance(image_id, str) or not isinstance(states, list) or len(states) != num_classes:
+                raise LabelError(f"{shards_dir / name}: a sample record lacks 'id' or its {num_classes} 'labels' "
                                  f"({str(record)[:80]}); repack with python -m shards.pack")
             labels[image_id] = states
             seen.append(image_id)
@@ -108,4 +111,4 @@ def shard_split_labels(shards_dir: str | Path, split: str = "test") -> tuple[lis
             raise LabelError(f"{shards_dir}: {len(bad)} '{split}' id(s) {what} (first: {first_ids(bad)}): the shards "
                              f"disagree with {MANIFEST_NAME}; repack with python -m shards.pack")
     ids = sorted(labels)
-    return ids, np.asarray([labels[i] for i in ids], dtype=np.int8).reshape(len(ids), NUM_CLASSES)
+    return ids, np.asarray([labels[i] for i in ids], dtype=np.int8).reshape(len(ids), num_classes)

@@ -1,6 +1,6 @@
 """manifest.json: what a shard folder holds, read by the loaders and the trainer.
 
-{"classes": [20 names],
+{"classes": [names in logit order], "background_logit": false (absent for VOC: shards.classes),
  "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count", "years", "sources"}},
  "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}],
  "sha256": {shard file name: hex digest}}
@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from shards.classes import CLASSES
+from shards.classes import ClassList, ClassListError, class_list
 
 MANIFEST_NAME = "manifest.json"
 
@@ -38,10 +38,10 @@ class ManifestError(FileNotFoundError):
 
 
 def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Sequence[int]] | None,
-                 skipped_count: int = 0, sources: Sequence[dict] = ()) -> dict:
-    """The manifest entry of one split; `states` are the devkit labels of `ids`, in order, or None
-    for a split packed without annotations (labels hidden); `sources`: where its ids came from,
-    one {"source", "tree", "year", "listed"} per VOC tree."""
+                 classes: ClassList, skipped_count: int = 0, sources: Sequence[dict] = ()) -> dict:
+    """The manifest entry of one split; `states` are the labels of `ids` (one state per class of
+    `classes`), in order, or None for a split packed without annotations (labels hidden);
+    `sources`: where its ids came from, one {"source", "tree", "year", "listed"} per source."""
     return {
         "count": len(ids),
         "shards": list(shards),
@@ -49,7 +49,7 @@ def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Seq
         "labeled": states is not None,
         # Images with at least one non-difficult instance: the positives of the headline AP.
         "positives": None if states is None else
-        {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(CLASSES)},
+        {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(classes.names)},
         "skipped_count": skipped_count,
         "years": sorted({source["year"] for source in sources if source.get("year")}),
         "sources": list(sources),
@@ -83,9 +83,10 @@ def load_manifest(shards_dir: str | Path) -> dict:
         raise ManifestError(f"{path} is not valid JSON ({err}); {hint}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise ManifestError(f"{path} has no 'splits' mapping; {hint}")
-    if manifest.get("classes") != list(CLASSES):
-        raise ManifestError(f"{path} was packed for classes {manifest.get('classes')}, "
-                            f"not the VOC classes this code uses; {hint}")
+    try:
+        class_list(manifest)
+    except ClassListError as err:
+        raise ManifestError(f"{path}: its class list cannot be used ({err}); {hint}") from None
     for split, record in manifest["splits"].items():
         missing = [k for k in ("count", "shards", "ids", "positives") if k not in record]
         if missing:
@@ -125,7 +126,8 @@ def split_entry(manifest: dict, split: str, shards_dir: str | Path) -> dict:
         "shards": [name for entry in entries for name in entry["shards"]],
         "ids": ids,
         "labeled": labeled,
-        "positives": {name: sum(entry["positives"][name] for entry in entries) for name in CLASSES} if labeled else None,
+        "positives": {name: sum(entry["positives"][name] for entry in entries)
+                      for name in class_list(manifest).names} if labeled else None,
         "skipped_count": sum(entry.get("skipped_count", 0) for entry in entries),
         "years": sorted({year for entry in entries for year in entry.get("years", [])}),
     }

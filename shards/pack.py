@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from shards.annotations import AnnotationError, devkit_states, parse_annotation
-from shards.classes import CLASSES
+from shards.classes import VOC
 from shards.images import DEFAULT_MAX_SIZE, DEFAULT_QUALITY, ImageError, choose_frame, orientation, prepare_image
 from shards.lock import FolderBusy, FolderLock
 from shards.manifest import is_labeled, skipped_ids, split_record, write_manifest
@@ -145,7 +145,7 @@ def pack_split(split: str, parts: Sequence[tuple[VocSource, Sequence[str]]], out
     shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
     origins = [{"source": str(source.path.resolve()), "tree": source.name, "year": source.year,
                 "listed": len(set(ids))} for source, ids in parts]
-    return split_record(shards, good_ids, states if labeled else None, skipped_count=len(bad), sources=origins), bad
+    return split_record(shards, good_ids, states if labeled else None, VOC, skipped_count=len(bad), sources=origins), bad
 
 
 def pack(voc_paths: Sequence[Path], out: Path, options: PackOptions, console: Console,
@@ -222,7 +222,7 @@ def _pack_into(staging: Path, splits: dict, options: PackOptions, console: Conso
     for b in bad:
         console.print(f"[yellow]skipped[/] {b['split']} {b['id']}: {b['reason']}", soft_wrap=True)
     return {
-        "classes": list(CLASSES),
+        **VOC.to_manifest(),
         "splits": records,
         "image_policy": {"format": "JPEG", "mode": "RGB", "short_side_max": options.max_size,
                          "jpeg_quality": options.quality,

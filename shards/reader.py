@@ -1,6 +1,7 @@
 """The training and evaluation pipelines over the shards (webdataset + torch DataLoader).
 
-Both yield `(images uint8 [B, 3, S, S], states int8 [B, 20] devkit 1/0/-1, ids list[str])`.
+Both yield `(images uint8 [B, 3, S, S], states int8 [B, C] 1/0/-1, ids list[str])`, C the
+manifest's classes (VOC's devkit states: 0 is difficult only).
 A split packed without annotations (manifest "labeled": false, labels hidden) still yields
 states, all UNLABELED_STATE (0, shards/annotations.py), so its batches collate like any
 other; they are not labels, and only eval_loader reads such a split (train_loader refuses it).
@@ -52,7 +53,7 @@ except ImportError:  # pragma: no cover - depends on the torchvision version
     decode_jpeg = None
 
 from shards.annotations import UNLABELED_STATE
-from shards.classes import NUM_CLASSES
+from shards.classes import class_list
 from shards.manifest import is_labeled, load_manifest, split_entry
 from shards.presets import eval_transform, train_transform
 from shards.workers import make_loader
@@ -77,15 +78,16 @@ def seeded(*parts: object) -> random.Random:
     return random.Random("/".join(map(str, parts)))
 
 
-def _shard_urls(shards_dir: str | Path, split: str) -> tuple[list[str], dict]:
+def _shard_urls(shards_dir: str | Path, split: str) -> tuple[list[str], dict, int]:
+    """(shard paths, the split's manifest entry, the number of classes)."""
     manifest = load_manifest(shards_dir)
     entry = split_entry(manifest, split, shards_dir)
-    return [str(Path(shards_dir) / name) for name in entry["shards"]], entry
+    return [str(Path(shards_dir) / name) for name in entry["shards"]], entry, class_list(manifest).num_classes
 
 
 def steps_per_epoch(shards_dir: str | Path, *, batch_size: int, world_size: int, split: str = "train") -> int:
     """Batches every rank yields per training epoch: max(1, count // (batch_size * world_size))."""
-    _, entry = _shard_urls(shards_dir, split)
+    _, entry, _ = _shard_urls(shards_dir, split)
     return _steps(entry, batch_size, world_size)
 
 
@@ -144,8 +146,9 @@ def decode_rgb_pil(data: bytes) -> torch.Tensor:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
-def decode_sample(sample: dict, labeled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A raw webdataset sample -> (uint8 [3, H, W] RGB image, int8 [20] states, id).
+def decode_sample(sample: dict, num_classes: int,
+                  labeled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A raw webdataset sample -> (uint8 [3, H, W] RGB image, int8 [num_classes] states, id).
 
     A sample packed without annotations ("labels": null) gets UNLABELED_STATE for every class.
     `labeled`, when given, is what the manifest says of the split: a sample that disagrees
@@ -157,20 +160,20 @@ def decode_sample(sample: dict, labeled: bool | None = None) -> tuple[torch.Tens
         raise ValueError(f"labels are {'null' if labels is None else 'set'} but manifest.json says the split is "
                          f"{'labeled' if labeled else 'unlabeled'}: the shards do not match it (repack them)")
     if labels is None:
-        return decode_rgb(sample["jpg"]), torch.full((NUM_CLASSES,), UNLABELED_STATE, dtype=torch.int8), record["id"]
+        return decode_rgb(sample["jpg"]), torch.full((num_classes,), UNLABELED_STATE, dtype=torch.int8), record["id"]
     states = torch.tensor(labels, dtype=torch.int8)
-    if states.shape != (NUM_CLASSES,):
-        raise ValueError(f"labels has shape {tuple(states.shape)}, expected ({NUM_CLASSES},)")
+    if states.shape != (num_classes,):
+        raise ValueError(f"labels has shape {tuple(states.shape)}, expected ({num_classes},): one per class of manifest.json")
     return decode_rgb(sample["jpg"]), states, record["id"]
 
 
 def _decode_and_transform(samples: Iterable[dict], *, transform: Callable[[torch.Tensor], torch.Tensor] | None,
-                         labeled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
+                         labeled: bool, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
     """Pipeline stage (bound with functools.partial: stages must pickle for forkserver workers)."""
     corrupt = 0
     for sample in samples:
         try:
-            image, states, image_id = decode_sample(sample, labeled)
+            image, states, image_id = decode_sample(sample, num_classes, labeled)
         except Exception as err:  # noqa: BLE001 - any failure of one sample is reported, not fatal
             corrupt += 1
             worker, _ = _worker()
@@ -216,7 +219,7 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
     """Exactly steps_per_epoch(...) shuffled, augmented uint8 batches for this rank (see module doc)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    urls, entry = _shard_urls(shards_dir, split)
+    urls, entry, num_classes = _shard_urls(shards_dir, split)
     if not is_labeled(entry):  # its states are all the sentinel: training on them would learn "nothing here"
         raise ValueError(f"split '{split}' of {shards_dir} was packed without annotations (labels hidden): "
                          "it can be scored with eval_loader, not trained on")
@@ -226,7 +229,8 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
         _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.tarfile_to_samples(handler=_warn_and_continue),
         functools.partial(_shuffled, seed_parts=seed_parts),
-        functools.partial(_decode_and_transform, transform=train_transform(preset, image_size), labeled=True),
+        functools.partial(_decode_and_transform, transform=train_transform(preset, image_size), labeled=True,
+                          num_classes=num_classes),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
         functools.partial(_worker_share, total_batches=steps),
         steps=steps,
@@ -245,12 +249,13 @@ def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: in
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    urls, entry = _shard_urls(shards_dir, split)
+    urls, entry, num_classes = _shard_urls(shards_dir, split)
     source = _EvalShards(urls, rank=rank, world_size=world_size)
     pipeline = wds.DataPipeline(
         source,
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        functools.partial(_decode_and_transform, transform=eval_transform(image_size), labeled=is_labeled(entry)),
+        functools.partial(_decode_and_transform, transform=eval_transform(image_size), labeled=is_labeled(entry),
+                          num_classes=num_classes),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
     # Workers beyond this rank's shard count would have nothing to read.
@@ -260,13 +265,14 @@ def eval_loader(shards_dir: str | Path, *, split: str, batch_size: int, rank: in
 
 def sample_loader(shards_dir: str | Path, *, split: str, num_workers: int, chunk: int = 64) -> DataLoader:
     """Every sample of `split` once, decoded but not transformed: lists of up to `chunk`
-    (uint8 [3, H, W] at the stored size, int8 [20] states, id). For loaders that keep a split in memory."""
-    urls, entry = _shard_urls(shards_dir, split)
+    (uint8 [3, H, W] at the stored size, int8 [C] states, id). For loaders that keep a split in memory."""
+    urls, entry, num_classes = _shard_urls(shards_dir, split)
     source = _EvalShards(urls, rank=0, world_size=1)
     pipeline = wds.DataPipeline(
         source,
         wds.tarfile_to_samples(handler=_warn_and_continue),
-        functools.partial(_decode_and_transform, transform=None, labeled=is_labeled(entry)),
+        functools.partial(_decode_and_transform, transform=None, labeled=is_labeled(entry),
+                          num_classes=num_classes),
         wds.batched(chunk, collation_fn=list, partial=True),  # images differ in size: no stacking
     )
     return make_loader(pipeline, batch_size=None, num_workers=min(num_workers, len(source.rank_urls)))

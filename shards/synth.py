@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shards.annotations import VocObject, devkit_states
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.synth_drawing import Backgrounds, draw_objects
 
 # VOC07 image frequencies per class (trainval, fraction of images), scaled a little so that
@@ -82,10 +82,10 @@ def _image_size(rng: np.random.Generator) -> tuple[int, int]:
 
 def _choose_classes(rng: np.random.Generator) -> list[str]:
     """Classes of one image's objects (1-6 objects), with VOC-like skewed frequencies."""
-    probs = np.array([_CLASS_FREQUENCY[c] for c in CLASSES])
-    present = [c for c, p in zip(CLASSES, probs) if rng.random() < p]
+    probs = np.array([_CLASS_FREQUENCY[c] for c in VOC_CLASSES])
+    present = [c for c, p in zip(VOC_CLASSES, probs) if rng.random() < p]
     if not present:  # every VOC image has at least one object
-        present = [CLASSES[int(rng.choice(len(CLASSES), p=probs / probs.sum()))]]
+        present = [VOC_CLASSES[int(rng.choice(len(VOC_CLASSES), p=probs / probs.sum()))]]
     present = present[:6]
     names = list(present)
     # Extra instances of the classes present (VOC images often hold several people/cars).
@@ -160,7 +160,7 @@ def write_image_sets(voc: Path, images: Sequence[SynthImage], hidden: Collection
         if any(im.split in hidden for im in members):  # trainval too, when train or val is hidden
             continue
         states = [devkit_states(im.objects) for im in members]
-        for c, name in enumerate(CLASSES):
+        for c, name in enumerate(VOC_CLASSES):
             lines = "".join(f"{im.id} {s[c]:2d}\n" for im, s in zip(members, states))
             (main / f"{name}_{split}.txt").write_text(lines)
 

@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from shards.annotations import VocObject
-from shards.classes import CLASS_INDEX
+from shards.classes import VOC
+
+CLASS_INDEX = VOC.index()
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon", "cross", "ring", "ellipse", "house")
 TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")

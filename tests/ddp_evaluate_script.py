@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from shards.classes import NUM_LOGITS
+from shards.classes import VOC
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
 from trainer.evaluation.evaluate import evaluate
@@ -37,7 +37,7 @@ class TinyNet(nn.Module):
             nn.Conv2d(3, 8, kernel_size=3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
-        self.head = nn.Linear(8, NUM_LOGITS)
+        self.head = nn.Linear(8, VOC.num_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

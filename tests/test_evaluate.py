@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from ddp_evaluate_script import BATCH_SIZE, IMAGE_SIZE, tiny_net
-from shards.classes import CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
 from trainer.evaluation.evaluate import evaluate
@@ -41,10 +41,10 @@ def _devkit_states(voc_root: Path, split: str) -> dict[str, np.ndarray]:
     """Labels straight from ImageSets/Main/<class>_<split>.txt, not through the shards."""
     main = next(voc_root.rglob("ImageSets/Main"))
     states: dict[str, np.ndarray] = {}
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(VOC_CLASSES):
         for line in (main / f"{name}_{split}.txt").read_text().splitlines():
             image_id, label = line.split()
-            states.setdefault(image_id, np.zeros(NUM_CLASSES, dtype=np.int8))[c] = int(label)
+            states.setdefault(image_id, np.zeros(VOC.num_classes, dtype=np.int8))[c] = int(label)
     return states
 
 
@@ -88,11 +88,11 @@ def test_ddp_scores_every_test_image_exactly_once(ddp_run, shards_dir):
     # Both ranks returned the same full result.
     assert ranks[0] == {**ranks[1], "seen_ids": ranks[0]["seen_ids"]}
     assert ranks[0]["ids"] == sorted(expected)
-    assert np.array(ranks[0]["scores"]).shape == (len(expected), NUM_CLASSES)
+    assert np.array(ranks[0]["scores"]).shape == (len(expected), VOC.num_classes)
 
     with open(ddp_run / "submission.csv", newline="") as f:
         header, *rows = list(csv.reader(f))
-    assert header == ["id", *CLASSES]
+    assert header == ["id", *VOC_CLASSES]
     assert [row[0] for row in rows] == sorted(expected)  # sorted, each exactly once
 
 
@@ -104,7 +104,7 @@ def test_ddp_metrics_equal_sklearn_on_the_submission(ddp_run, voc_root):
     truth = _devkit_states(voc_root, "test")
     states = np.stack([truth[row[0]] for row in rows])
     metrics = json.loads((ddp_run / "rank0.json").read_text())["metrics"]
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(VOC_CLASSES):
         if not np.any(states[:, c] == 1):
             assert metrics["ap"][c] is None and name in metrics["missing"]
             continue

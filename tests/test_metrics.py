@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from shards.classes import CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from trainer.evaluation.metrics import average_precisions, voc07_ap
 
 
@@ -12,10 +12,10 @@ def _one_class(labels: list[int], scores: list[float]) -> tuple[np.ndarray, np.n
     """Put one class's labels/scores in column 0 of a [N, 20] problem; other columns get
     one positive each so that only column 0 is under test."""
     n = len(labels)
-    states = np.full((n, NUM_CLASSES), -1, dtype=np.int8)
+    states = np.full((n, VOC.num_classes), -1, dtype=np.int8)
     states[0, 1:] = 1
     states[:, 0] = labels
-    all_scores = np.random.default_rng(0).random((n, NUM_CLASSES))
+    all_scores = np.random.default_rng(0).random((n, VOC.num_classes))
     all_scores[:, 0] = scores
     return states, all_scores
 
@@ -83,10 +83,10 @@ def test_ap_of_a_perfect_ranking_is_exactly_1_where_sklearn_says_more():
 
 def test_equals_sklearn_on_random_data():
     rng = np.random.default_rng(1)
-    states = rng.choice([-1, 0, 1], size=(200, NUM_CLASSES), p=[0.7, 0.05, 0.25]).astype(np.int8)
-    scores = rng.random((200, NUM_CLASSES)).astype(np.float32)
+    states = rng.choice([-1, 0, 1], size=(200, VOC.num_classes), p=[0.7, 0.05, 0.25]).astype(np.int8)
+    scores = rng.random((200, VOC.num_classes)).astype(np.float32)
     m = average_precisions(states, scores)
-    expected = [average_precision_score(states[:, c] == 1, scores[:, c]) for c in range(NUM_CLASSES)]
+    expected = [average_precision_score(states[:, c] == 1, scores[:, c]) for c in range(VOC.num_classes)]
     assert m["ap"] == pytest.approx(expected)
     assert m["map"] == pytest.approx(np.mean(expected))
     assert m["missing"] == []
@@ -122,14 +122,14 @@ def test_voc07_matches_the_py_faster_rcnn_formula_on_random_data(num_pos):
 
 def test_class_without_positives_is_missing_and_left_out_of_the_mean():
     rng = np.random.default_rng(3)
-    states = rng.choice([-1, 1], size=(30, NUM_CLASSES)).astype(np.int8)
-    states[:, CLASSES.index("cow")] = -1
-    states[:, CLASSES.index("sofa")] = np.where(states[:, CLASSES.index("sofa")] == 1, 0, -1)  # difficult only
-    scores = rng.random((30, NUM_CLASSES))
+    states = rng.choice([-1, 1], size=(30, VOC.num_classes)).astype(np.int8)
+    states[:, VOC_CLASSES.index("cow")] = -1
+    states[:, VOC_CLASSES.index("sofa")] = np.where(states[:, VOC_CLASSES.index("sofa")] == 1, 0, -1)  # difficult only
+    scores = rng.random((30, VOC.num_classes))
     m = average_precisions(states, scores)
     assert m["missing"] == ["cow", "sofa"]
     for key in ("ap", "ap_voc07"):
-        assert m[key][CLASSES.index("cow")] is None and m[key][CLASSES.index("sofa")] is None
+        assert m[key][VOC_CLASSES.index("cow")] is None and m[key][VOC_CLASSES.index("sofa")] is None
     present = [ap for ap in m["ap"] if ap is not None]
     assert len(present) == 18
     assert m["map"] == pytest.approx(np.mean(present))
@@ -137,10 +137,10 @@ def test_class_without_positives_is_missing_and_left_out_of_the_mean():
 
 
 def test_no_positives_at_all_gives_no_map():
-    states = np.full((5, NUM_CLASSES), -1, dtype=np.int8)
-    m = average_precisions(states, np.zeros((5, NUM_CLASSES)))
+    states = np.full((5, VOC.num_classes), -1, dtype=np.int8)
+    m = average_precisions(states, np.zeros((5, VOC.num_classes)))
     assert m["map"] is None and m["map_voc07"] is None
-    assert m["missing"] == list(CLASSES)
+    assert m["missing"] == list(VOC_CLASSES)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,11 @@ from torchvision.models import AlexNet_Weights, ResNet18_Weights, ResNet50_Weigh
 from models import PretrainedWeightsMissing, create_model, describe, list_models, register_model
 from models.__main__ import main as describe_main
 from models.weights import cached_weights_path
-from shards.classes import NUM_LOGITS
+from models.input_sizes import input_size_problem
+from models.registry import create_architecture
+from shards.classes import VOC
+
+NUM_LOGITS = VOC.num_logits  # the report's head: 20 classes + __background__
 
 # Networks whose flatten size pins the input to 227 px; every other one is tested at 96 px
 # (global pooling), which keeps the resnet50 forward/backward cheap on a 2-core CPU.
@@ -50,6 +54,18 @@ def test_every_model_trains_a_step_in_channels_last(name: str, imagenet_torch_ho
         assert param.grad is not None, f"{name}: no gradient for {param_name}"
         assert torch.isfinite(param.grad).all(), f"{name}: non-finite gradient for {param_name}"
     assert any(param.grad.abs().sum() > 0 for param in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_its_head_width_from_the_data(name: str) -> None:
+    """A data set of 7 classes gets a 7-logit head; the pre-launch size check asks for that width."""
+    with torch.device("meta"):
+        model = create_architecture(name, num_logits=7).eval()
+    assert model(torch.empty(1, 3, input_size(name), input_size(name), device="meta")).shape == (1, 7)
+    assert input_size_problem(name, input_size(name), num_logits=7) is None
+    with torch.device("meta"):  # without the option: the report's 21-logit head
+        assert create_architecture(name).eval()(torch.empty(1, 3, input_size(name), input_size(name))).shape == \
+            (1, NUM_LOGITS)
 
 
 def trace_children(sequential: nn.Sequential, x: torch.Tensor) -> list[tuple[type, tuple[int, ...]]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from shards.classes import CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from trainer.evaluation.metrics import average_precisions
 from trainer.rundir.outputs import ap_table, write_per_class_ap, write_submission, write_summary
 from trainer.rundir.plots import history_figures, plot_history
@@ -23,10 +23,10 @@ def _read_csv(path):
 
 def test_submission_round_trip(tmp_path):
     ids = ["000120", "000001", "000005", "010000"]  # unsorted, with leading zeros
-    scores = np.random.default_rng(0).random((4, NUM_CLASSES)).astype(np.float32)
+    scores = np.random.default_rng(0).random((4, VOC.num_classes)).astype(np.float32)
     path = write_submission(tmp_path / "submission.csv", ids, scores)
     header, *rows = _read_csv(path)
-    assert header == ["id", *CLASSES]
+    assert header == ["id", *VOC_CLASSES]
     assert [r[0] for r in rows] == ["000001", "000005", "000120", "010000"]
     by_id = {r[0]: np.array(r[1:], dtype=np.float32) for r in rows}
     assert len(by_id) == len(rows) == len(ids)  # every image exactly once
@@ -36,7 +36,7 @@ def test_submission_round_trip(tmp_path):
 
 
 def test_submission_refuses_duplicates_ints_and_non_probabilities(tmp_path):
-    scores = np.full((3, NUM_CLASSES), 0.5)
+    scores = np.full((3, VOC.num_classes), 0.5)
     with pytest.raises(ValueError, match=r"more than once.*'000002'"):
         write_submission(tmp_path / "s.csv", ["000001", "000002", "000002"], scores)
     with pytest.raises(TypeError, match="leading zeros"):
@@ -50,28 +50,28 @@ def test_submission_refuses_duplicates_ints_and_non_probabilities(tmp_path):
 
 def test_per_class_ap_writes_missing_classes_as_empty(tmp_path):
     rng = np.random.default_rng(1)
-    states = rng.choice([-1, 1], size=(40, NUM_CLASSES)).astype(np.int8)
-    states[:, CLASSES.index("bus")] = -1
-    metrics = average_precisions(states, rng.random((40, NUM_CLASSES)))
+    states = rng.choice([-1, 1], size=(40, VOC.num_classes)).astype(np.int8)
+    states[:, VOC_CLASSES.index("bus")] = -1
+    metrics = average_precisions(states, rng.random((40, VOC.num_classes)))
     header, *rows = _read_csv(write_per_class_ap(tmp_path / "per_class_ap.csv", metrics))
     assert header == ["class", "positives", "ap", "ap_voc07"]
-    assert [r[0] for r in rows] == list(CLASSES)
-    bus = rows[CLASSES.index("bus")]
+    assert [r[0] for r in rows] == list(VOC_CLASSES)
+    bus = rows[VOC_CLASSES.index("bus")]
     assert bus == ["bus", "0", "", ""]  # empty, not 0: 0 would read as a real AP
-    car = rows[CLASSES.index("car")]
-    assert int(car[1]) == int(np.sum(states[:, CLASSES.index("car")] == 1))
-    assert float(car[2]) == pytest.approx(metrics["ap"][CLASSES.index("car")], abs=1e-6)
-    assert float(car[3]) == pytest.approx(metrics["ap_voc07"][CLASSES.index("car")], abs=1e-6)
+    car = rows[VOC_CLASSES.index("car")]
+    assert int(car[1]) == int(np.sum(states[:, VOC_CLASSES.index("car")] == 1))
+    assert float(car[2]) == pytest.approx(metrics["ap"][VOC_CLASSES.index("car")], abs=1e-6)
+    assert float(car[3]) == pytest.approx(metrics["ap_voc07"][VOC_CLASSES.index("car")], abs=1e-6)
 
 
 def test_ap_table_shows_every_class_missing_ones_and_the_mean():
-    states = np.ones((3, NUM_CLASSES), dtype=np.int8)
-    states[:, CLASSES.index("sheep")] = -1
-    metrics = average_precisions(states, np.full((3, NUM_CLASSES), 0.5))
+    states = np.ones((3, VOC.num_classes), dtype=np.int8)
+    states[:, VOC_CLASSES.index("sheep")] = -1
+    metrics = average_precisions(states, np.full((3, VOC.num_classes), 0.5))
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(ap_table(metrics))
     text = console.file.getvalue()
-    assert all(name in text for name in CLASSES)
+    assert all(name in text for name in VOC_CLASSES)
     sheep_line = next(line for line in text.splitlines() if "sheep" in line)
     assert "missing" in sheep_line
     assert "mAP (1 missing, left out)" in text and "1.0000" in text
@@ -128,7 +128,7 @@ def test_summary_is_json_with_numpy_values(tmp_path):
 
 def test_result_files_are_readable_by_others_and_leave_no_temp_files(tmp_path):
     # Shared run directories on a cluster: mkstemp's 0600 would hide results from the group.
-    write_submission(tmp_path / "submission.csv", ["000001"], np.full((1, NUM_CLASSES), 0.5, np.float32))
+    write_submission(tmp_path / "submission.csv", ["000001"], np.full((1, VOC.num_classes), 0.5, np.float32))
     write_summary(tmp_path / "summary.json", {"test_map": 0.5})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv", "summary.json"]
     for path in tmp_path.iterdir():

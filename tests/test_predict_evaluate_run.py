@@ -19,7 +19,7 @@ from PIL import Image
 
 from cli_in_process import run_module
 from models import create_model, list_models
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.reader import decode_rgb
 from train_helpers import TINY, run, single
 from trainer.tools import evaluate_run, predict
@@ -116,7 +116,7 @@ def test_predict_gives_stored_test_images_the_scores_of_the_runs_submission(trai
     lines = stdout.splitlines()
     for image_id in ids[:5]:
         line = next(line for line in lines if f"images/{image_id}.jpg" in line)
-        assert f" {CLASSES[int(np.argmax(runs[image_id]))]} " in line
+        assert f" {VOC_CLASSES[int(np.argmax(runs[image_id]))]} " in line
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from shards.classes import CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from shards.labels import shard_split_labels, voc_split_labels
 from shards.manifest import load_manifest
 from trainer.evaluation.metrics import average_precisions
@@ -58,15 +58,15 @@ def submission(split_labels: tuple[list[str], np.ndarray], tmp_path_factory: pyt
 
 
 def _trainer_scores(n: int) -> np.ndarray:
-    logits = np.random.default_rng(7).normal(size=(n, NUM_CLASSES)).astype(np.float32)
+    logits = np.random.default_rng(7).normal(size=(n, VOC.num_classes)).astype(np.float32)
     logits[5:9] = logits[4]  # ties across images in every class: rank order must match the trainer's
     return 1 / (1 + np.exp(-logits))
 
 
 def _expected_json(states: np.ndarray, scores: np.ndarray) -> dict:
     m = average_precisions(states, scores)
-    return {"map": m["map"], "map_voc07": m["map_voc07"], "ap": dict(zip(CLASSES, m["ap"])),
-            "ap_voc07": dict(zip(CLASSES, m["ap_voc07"])), "positives": dict(zip(CLASSES, m["positives"])),
+    return {"map": m["map"], "map_voc07": m["map_voc07"], "ap": dict(zip(VOC_CLASSES, m["ap"])),
+            "ap_voc07": dict(zip(VOC_CLASSES, m["ap_voc07"])), "positives": dict(zip(VOC_CLASSES, m["positives"])),
             "images": len(states)}
 
 
@@ -84,7 +84,7 @@ def test_trainer_submission_scores_to_the_trainer_map_from_every_source(
     ids, states = split_labels
     # What trainer.evaluation.evaluate hands the metric: rows sorted by id, float32 sigmoid scores.
     expected = _expected_json(states, _trainer_scores(len(ids)))
-    assert 0 < len([a for a in expected["ap"].values() if a is not None]) < NUM_CLASSES  # missing classes too
+    assert 0 < len([a for a in expected["ap"].values() if a is not None]) < VOC.num_classes  # missing classes too
 
     cli = _score_cli(submission, "--shards", shards_dir, "--json", tmp_path / "shards.json")
     assert cli.returncode == 0, cli.stderr
@@ -94,18 +94,18 @@ def test_trainer_submission_scores_to_the_trainer_map_from_every_source(
     for name, flag in (("folder", voc_root), ("voc2007", voc_root / "VOC2007"), ("tar", voc_tar)):
         assert main([str(submission), "--voc", str(flag), "--json", str(tmp_path / f"{name}.json")]) == 0
         assert json.loads((tmp_path / f"{name}.json").read_text()) == expected, name
-    assert list(json.loads((tmp_path / "tar.json").read_text())["ap"]) == list(CLASSES)  # SPEC order
+    assert list(json.loads((tmp_path / "tar.json").read_text())["ap"]) == list(VOC_CLASSES)  # SPEC order
 
 
 def test_any_finite_scores_in_any_row_order_with_bom_and_crlf(split_labels, shards_dir, tmp_path):
     # Raw logits (negative, above 1) are fine: only the ranking counts. Rows unsorted, and the
     # file as a spreadsheet saves it (byte-order mark, CRLF, a trailing blank line).
     ids, states = split_labels
-    logits = np.random.default_rng(3).normal(scale=5, size=(len(ids), NUM_CLASSES))
+    logits = np.random.default_rng(3).normal(scale=5, size=(len(ids), VOC.num_classes))
     path = tmp_path / "logits.csv"
     with open(path, "w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow(["id", *CLASSES])
+        writer.writerow(["id", *VOC_CLASSES])
         writer.writerows([ids[i], *(repr(float(x)) for x in logits[i])] for i in reversed(range(len(ids))))
         fh.write("\r\n")
     assert main([str(path), "--shards", str(shards_dir), "--json", str(tmp_path / "out.json")]) == 0

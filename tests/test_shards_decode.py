@@ -13,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from shards.annotations import devkit_states, parse_annotation
-from shards.classes import CLASS_INDEX
+from shards.classes import VOC
 from shards.images import prepare_image
 from shards.manifest import load_manifest, write_manifest
 from shards.pack import PackOptions, pack
@@ -106,7 +106,7 @@ def test_the_real_voc_annotation_parses() -> None:
     [obj] = annotation.objects
     assert (obj.name, obj.difficult, obj.truncated, obj.bbox) == ("train", False, False, (139, 200, 207, 301))
     states = devkit_states(annotation.objects)
-    assert states[CLASS_INDEX["train"]] == 1 and states.count(-1) == 19
+    assert states[VOC.index()["train"]] == 1 and states.count(-1) == 19
 
 
 def test_the_real_voc_photos_ship_with_the_package() -> None:

@@ -17,7 +17,7 @@ import torch
 import webdataset as wds
 
 from shards.annotations import UNLABELED_STATE
-from shards.classes import CLASSES, NUM_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from shards.manifest import ManifestError, is_labeled, load_manifest, skipped_ids, write_manifest
 from shards.pack import main as pack_main
 from shards.pack import summary_lines
@@ -89,7 +89,7 @@ def test_eval_loader_yields_every_unlabeled_id_once_with_sentinel_states(hidden_
         for images, states, ids in eval_loader(hidden_shards, split="test", batch_size=2, rank=rank,
                                                world_size=2, num_workers=2, image_size=32):
             assert images.shape == (len(ids), 3, 32, 32)
-            assert states.dtype == torch.int8 and states.shape == (len(ids), NUM_CLASSES)
+            assert states.dtype == torch.int8 and states.shape == (len(ids), VOC.num_classes)
             assert bool((states == UNLABELED_STATE).all())
             seen.update(ids)
     assert sorted(seen) == load_manifest(hidden_shards)["splits"]["test"]["ids"]
@@ -102,7 +102,7 @@ def test_eval_loader_yields_every_unlabeled_id_once_with_sentinel_states(hidden_
 def test_samples_that_contradict_the_manifest_are_reported_not_read(hidden_shards: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(hidden_shards, tmp_path / "shards"))
     manifest = load_manifest(copy)
-    manifest["splits"]["test"].update(labeled=True, positives={name: 0 for name in CLASSES})
+    manifest["splits"]["test"].update(labeled=True, positives={name: 0 for name in VOC_CLASSES})
     write_manifest(copy, manifest)
     with pytest.warns(CorruptSampleWarning, match="labels are null but manifest.json says the split is labeled"):
         batches = list(eval_loader(copy, split="test", batch_size=2, rank=0, world_size=1, num_workers=0,

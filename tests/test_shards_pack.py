@@ -12,7 +12,7 @@ import webdataset as wds
 from PIL import Image
 from rich.console import Console
 
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.manifest import ManifestError, load_manifest
 from shards.pack import PackOptions, main, pack
 
@@ -29,11 +29,11 @@ def _read_shards(shards_dir: Path, split: str) -> dict[str, dict]:
 def _devkit_states(voc_root: Path, split: str) -> dict[str, list[int]]:
     """id -> 20 states, from the devkit's <class>_<split>.txt files."""
     states: dict[str, list[int]] = {}
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(VOC_CLASSES):
         text = (voc_root / "VOC2007" / "ImageSets" / "Main" / f"{name}_{split}.txt").read_text()
         for line in text.splitlines():
             image_id, state = line.split()
-            states.setdefault(image_id, [0] * len(CLASSES))[c] = int(state)
+            states.setdefault(image_id, [0] * len(VOC_CLASSES))[c] = int(state)
     return states
 
 
@@ -48,7 +48,7 @@ def _official_tars(voc_root: Path, out: Path) -> list[Path]:
         path = out / tar_name
         with tarfile.open(path, "w") as tar:
             for s in splits:
-                for f in [main_dir / f"{s}.txt"] + [main_dir / f"{c}_{s}.txt" for c in CLASSES]:
+                for f in [main_dir / f"{s}.txt"] + [main_dir / f"{c}_{s}.txt" for c in VOC_CLASSES]:
                     tar.add(f, arcname=f"VOCdevkit/VOC2007/ImageSets/Main/{f.name}")
             for image_id in ids:
                 tar.add(voc / "Annotations" / f"{image_id}.xml", arcname=f"VOCdevkit/VOC2007/Annotations/{image_id}.xml")
@@ -59,7 +59,7 @@ def _official_tars(voc_root: Path, out: Path) -> list[Path]:
 
 def test_manifest_describes_every_split(voc_root: Path, shards_dir: Path) -> None:
     manifest = load_manifest(shards_dir)
-    assert manifest["classes"] == list(CLASSES)
+    assert manifest["classes"] == list(VOC_CLASSES)
     assert manifest["skipped"] == []
     assert manifest["image_policy"]["short_side_max"] == 256
     for split in SPLITS:
@@ -70,7 +70,7 @@ def test_manifest_describes_every_split(voc_root: Path, shards_dir: Path) -> Non
         assert record["shards"] == [f"{split}-{i:05d}.tar" for i in range(-(-len(listed) // 5))]
         assert sorted(p.name for p in shards_dir.glob(f"{split}-*.tar")) == record["shards"]
         states = _devkit_states(voc_root, split)
-        for c, name in enumerate(CLASSES):
+        for c, name in enumerate(VOC_CLASSES):
             assert record["positives"][name] == sum(s[c] == 1 for s in states.values())
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.manifest import load_manifest
 from shards.reader import eval_loader, steps_per_epoch, train_loader
 
@@ -17,10 +17,10 @@ BATCH = 4
 
 def _devkit_states(voc_root: Path, split: str) -> dict[str, list[int]]:
     states: dict[str, list[int]] = {}
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(VOC_CLASSES):
         for line in (voc_root / "VOC2007" / "ImageSets" / "Main" / f"{name}_{split}.txt").read_text().splitlines():
             image_id, state = line.split()
-            states.setdefault(image_id, [0] * len(CLASSES))[c] = int(state)
+            states.setdefault(image_id, [0] * len(VOC_CLASSES))[c] = int(state)
     return states
 
 

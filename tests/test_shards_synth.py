@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.datasets import VOCDetection
 
 from shards.annotations import parse_annotation
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.synth import DEFAULT_BACKGROUNDS, _choose_classes, generate, main
 
 SPLIT_SIZES = {"train": 24, "val": 16, "trainval": 40, "test": 17}  # conftest's sizes
@@ -32,7 +32,7 @@ def test_torchvision_voc_detection_reads_every_split(voc_root: Path, split: str)
     assert image.mode == "RGB"
     assert image.size == (int(annotation["size"]["width"]), int(annotation["size"]["height"]))
     for obj in annotation["object"]:
-        assert obj["name"] in CLASSES
+        assert obj["name"] in VOC_CLASSES
         box = [int(obj["bndbox"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]
         assert 1 <= box[0] < box[2] <= image.size[0] and 1 <= box[1] < box[3] <= image.size[1]
 
@@ -46,7 +46,7 @@ def test_splits_are_disjoint_and_trainval_is_their_union(voc_root: Path) -> None
 def test_class_files_hold_devkit_states_of_the_annotations(voc_root: Path) -> None:
     main_dir = voc_root / "VOC2007" / "ImageSets" / "Main"
     seen_states: Counter = Counter()
-    for name in CLASSES:
+    for name in VOC_CLASSES:
         for line in (main_dir / f"{name}_trainval.txt").read_text().splitlines():
             image_id, state = line.split()
             objects = parse_annotation((voc_root / "VOC2007" / "Annotations" / f"{image_id}.xml").read_bytes()).objects
@@ -93,7 +93,7 @@ def test_class_frequencies_are_skewed_like_voc() -> None:
     frequency = Counter(c for classes in images for c in classes)
     assert frequency.most_common(1)[0][0] == "person"
     assert 0.33 < frequency["person"] / len(images) < 0.47
-    assert set(frequency) == set(CLASSES)
+    assert set(frequency) == set(VOC_CLASSES)
     assert frequency["sheep"] < frequency["car"] / 4
 
 
@@ -138,7 +138,7 @@ def test_hide_test_labels_writes_what_a_course_hands_out(tmp_path: Path) -> None
         assert (hidden / jpg).read_bytes() == (shown / jpg).read_bytes()
     lists = {p.name for p in (hidden / "VOC2007" / "ImageSets" / "Main").iterdir()}
     assert lists == {p.name for p in (shown / "VOC2007" / "ImageSets" / "Main").iterdir()} - \
-        {f"{c}_test.txt" for c in CLASSES}
+        {f"{c}_test.txt" for c in VOC_CLASSES}
     assert "test.txt" in lists
     labeled = _ids(hidden, "train") + _ids(hidden, "val")
     assert all((hidden / "VOC2007" / "Annotations" / f"{i}.xml").is_file() for i in labeled)

@@ -20,7 +20,7 @@ import yaml
 from accelerate.state import AcceleratorState
 from sklearn.metrics import average_precision_score
 
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from train_helpers import (LAUNCH, LAUNCH_SH_READY, ROOT, TINY, WORKERS, children, ddp, descendants, env, history,
                            kill_all, kill_launch, paused_entry, run, signal_when_paused, start, wait_until,
                            wait_until_gone)
@@ -36,9 +36,9 @@ def devkit_test_labels(voc_root) -> tuple[list[str], np.ndarray]:
     """Test ids and their 1/0/-1 states read straight from the devkit class files (not the shards)."""
     main = voc_root / "VOC2007" / "ImageSets" / "Main"
     ids = sorted(main.joinpath("test.txt").read_text().split())
-    states = np.zeros((len(ids), len(CLASSES)), dtype=int)
+    states = np.zeros((len(ids), len(VOC_CLASSES)), dtype=int)
     row = {image_id: i for i, image_id in enumerate(ids)}
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(VOC_CLASSES):
         for line in main.joinpath(f"{name}_test.txt").read_text().splitlines():
             image_id, state = line.split()
             states[row[image_id], c] = int(state)
@@ -81,18 +81,18 @@ def test_test_split_scored_exactly_once_and_map_matches_sklearn(full_run, voc_ro
     ids, states = devkit_test_labels(voc_root)
     with open(out / "submission.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["id", *CLASSES]
+    assert rows[0] == ["id", *VOC_CLASSES]
     # 17 test images over uneven shards (5,5,5,2) split between 2 ranks: each exactly once, sorted.
     assert [r[0] for r in rows[1:]] == ids and len(ids) % 2 == 1
     scores = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
     assert ((scores >= 0) & (scores <= 1)).all()
 
     positives = states == 1  # difficult-only (0) counts as negative for the headline metric
-    aps = {CLASSES[c]: average_precision_score(positives[:, c], scores[:, c])
-           for c in range(len(CLASSES)) if positives[:, c].any()}
+    aps = {VOC_CLASSES[c]: average_precision_score(positives[:, c], scores[:, c])
+           for c in range(len(VOC_CLASSES)) if positives[:, c].any()}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_map"] == pytest.approx(np.mean(list(aps.values())), abs=1e-5)
-    assert sorted(summary["missing_classes"]) == sorted(set(CLASSES) - set(aps))
+    assert sorted(summary["missing_classes"]) == sorted(set(VOC_CLASSES) - set(aps))
     for name, ap in aps.items():
         assert summary["per_class_ap"][name] == pytest.approx(ap, abs=1e-5)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from shards.manifest import load_manifest
 from shards.pack import main as pack_main
 from shards.synth import generate
@@ -44,7 +44,7 @@ def test_submission_has_every_packed_test_id_once_and_no_metric(hidden_run):
     packed = load_manifest(shards)["splits"]["test"]["ids"]
     with open(out / "submission.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["id", *CLASSES] and [r[0] for r in rows[1:]] == sorted(packed) and len(packed) == 8
+    assert rows[0] == ["id", *VOC_CLASSES] and [r[0] for r in rows[1:]] == sorted(packed) and len(packed) == 8
     assert dropped not in packed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_labeled"] is False and summary["submission_rows"] == 8

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shards.classes import CLASSES
+from shards.classes import VOC_CLASSES
 from trainer.recipe.loss import auto_pos_weight, build_loss, logit_targets
 from trainer.recipe.optim import build_optimizer, build_scheduler
 
@@ -15,12 +15,12 @@ def test_bce_equals_the_reference_soft_margin_loss():
 
 
 def test_auto_pos_weight_is_negatives_over_positives_and_1_without_positives():
-    positives = {name: 0 for name in CLASSES} | {"cat": 5, "dog": 20}
+    positives = {name: 0 for name in VOC_CLASSES} | {"cat": 5, "dog": 20}
     weights = auto_pos_weight(positives, count=25)
     assert weights.shape == (21,) and weights[0] == 1.0  # background
-    assert weights[1 + CLASSES.index("cat")] == pytest.approx(4.0)
-    assert weights[1 + CLASSES.index("dog")] == pytest.approx(0.25)
-    assert weights[1 + CLASSES.index("sheep")] == 1.0
+    assert weights[1 + VOC_CLASSES.index("cat")] == pytest.approx(4.0)
+    assert weights[1 + VOC_CLASSES.index("dog")] == pytest.approx(0.25)
+    assert weights[1 + VOC_CLASSES.index("sheep")] == 1.0
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
