@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = build_optimizer(model, "adam", lr=1e-4, momentum=0.0, weight_decay=0.0)
     scheduler = build_scheduler(optimizer, "none", total_updates=1, warmup_updates=0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    loss_fn = build_loss().to(device)
+    loss_fn = build_loss("multilabel_soft_margin", VOC).to(device)
 
     def trainer_step() -> None:
         train_step(model, images, states, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         x = normalize(images.to(device))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = bare(x)
-        loss = bare_loss(logits.float(), logit_targets(states.to(device)))
+        loss = bare_loss(logits.float(), logit_targets(states.to(device), VOC.first_logit))
         loss.backward()
         bare_opt.step()
         bare_opt.zero_grad(set_to_none=True)

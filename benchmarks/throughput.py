@@ -121,14 +121,14 @@ def prepared_step(cfg: TrainConfig) -> tuple[Accelerator, torch.nn.Module, dict]
                               dynamo_backend="inductor" if cfg.compile else "no")
     device = accelerator.device
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(cfg, VOC)  # random VOC-shaped batches below
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=1, warmup_updates=0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    step_args = dict(optimizer=optimizer, scheduler=scheduler, loss_fn=build_loss(cfg.loss).to(device),
+    step_args = dict(optimizer=optimizer, scheduler=scheduler, loss_fn=build_loss(cfg.loss, VOC).to(device),
                      accelerator=accelerator, channels_last=cfg.channels_last)
     return accelerator, model, step_args
 

@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from trainer.recipe.loss import build_loss
 from shards.classes import VOC
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
@@ -76,7 +77,7 @@ def main() -> None:
     result = evaluate(
         model, recording(loader, seen), accelerator,
         expected_ids=load_manifest(args.shards)["splits"][args.split]["ids"],
-        loss_fn=nn.MultiLabelSoftMarginLoss(), split=args.split,
+        loss_fn=build_loss("multilabel_soft_margin", VOC), classes=VOC, split=args.split,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
@@ -91,7 +92,7 @@ def main() -> None:
     }
     (args.out / f"rank{accelerator.process_index}.json").write_text(json.dumps(record))
     if accelerator.is_main_process:
-        write_submission(args.out / "submission.csv", result.ids, result.scores)
+        write_submission(args.out / "submission.csv", result.ids, result.scores, VOC.names)
 
 
 if __name__ == "__main__":

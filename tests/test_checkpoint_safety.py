@@ -13,6 +13,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from shards.classes import VOC
 from trainer.rundir import checkpoint
 from trainer.rundir.checkpoint import RunState
 from trainer.rundir.sums import SUMS_FILE, damage
@@ -92,7 +93,8 @@ def test_a_save_into_a_full_disk_raises_enospc_naming_it_and_loses_nothing(small
                 fh.flush()
     cfg = TrainConfig(shards=str(shards_dir), out=str(run), resume=True)
     with pytest.raises(OSError) as caught:
-        open_run(accelerator, run, resume_point(accelerator, run, cfg.epochs).checkpoint, settings=as_dict(cfg), earlier={})
+        open_run(accelerator, run, resume_point(accelerator, run, cfg.epochs).checkpoint, settings=as_dict(cfg), classes=VOC,
+                 earlier={})
     assert caught.value.errno == errno.ENOSPC and "config.yaml" in str(caught.value)
     assert sorted(p.name for p in run.iterdir()) == ["best", "checkpoints"]
 
@@ -100,7 +102,8 @@ def test_a_save_into_a_full_disk_raises_enospc_naming_it_and_loses_nothing(small
     filler.unlink()
     assert damage(first) is None
     point = resume_point(accelerator, run, cfg.epochs)
-    state = open_run(accelerator, run, point.checkpoint, settings=as_dict(cfg), earlier={})
+    state = open_run(accelerator, run, point.checkpoint, settings=as_dict(cfg), classes=VOC,
+                 earlier={})
     assert point.checkpoint == first and state.epoch == 1
     assert (run / "config.yaml").is_file() and (run / "history.csv").is_file()
 

@@ -7,6 +7,7 @@ import yaml
 from rich.console import Console
 
 from cli_in_process import run_module
+from shards.classes import VOC
 from models import list_models
 from shards.pack import PackOptions, pack
 from shards.synth import generate
@@ -150,7 +151,8 @@ def saved_run(shards_dir, tmp_path):
     run.mkdir()
     settings = parse_config(["--shards", str(shards_dir), "--out", str(run), "--model", "vocnet", "--lr", "3e-3",
                              "--optimizer", "adam", "--batch-size", "8", "--epochs", "3", "--workers", "0"])
-    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None))
+    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None,
+                                                     classes=VOC))
     return run
 
 
@@ -190,7 +192,8 @@ def test_resume_under_a_schedule_keeps_its_length(shards_dir, tmp_path):
     run.mkdir()
     argv = ["--shards", str(shards_dir), "--out", str(run)]
     settings = parse_config(argv + ["--schedule", "cosine", "--epochs", "4"])
-    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None))
+    (run / "config.yaml").write_text(run_config_text(as_dict(settings), world_size=1, device="cpu", resumed_from=None,
+                                                     classes=VOC))
     assert parse_config(argv + ["--resume"]).epochs == 4
     with pytest.raises(ConfigError, match=r"^--epochs: 6 differs from 4"):
         parse_config(argv + ["--resume", "--epochs", "6"])

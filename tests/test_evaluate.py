@@ -21,6 +21,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from ddp_evaluate_script import BATCH_SIZE, IMAGE_SIZE, tiny_net
+from trainer.recipe.loss import build_loss
 from shards.classes import VOC, VOC_CLASSES
 from shards.manifest import load_manifest
 from shards.reader import eval_loader
@@ -121,7 +122,7 @@ def test_single_process_matches_ddp_and_keeps_the_model_in_train_mode(ddp_run, s
     loader = eval_loader(shards_dir, split="test", batch_size=BATCH_SIZE, rank=0, world_size=1,
                          num_workers=0, image_size=IMAGE_SIZE)
     result = evaluate(model, loader, make_accelerator(), expected_ids=expected,
-                      loss_fn=nn.MultiLabelSoftMarginLoss(), split="test")
+                      loss_fn=build_loss("multilabel_soft_margin", VOC), classes=VOC, split="test")
     # Evaluated in eval mode (BatchNorm running stats untouched), then put back in train mode.
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -144,10 +145,10 @@ def val_batches(shards_dir) -> list:
 def test_bf16_autocast_gives_float32_scores_close_to_fp32(val_batches, shards_dir, make_accelerator):
     # On CPU, bf16 is the mixed precision there is (docs/NOTES.md); logits come out in bf16.
     expected = load_manifest(shards_dir)["splits"]["val"]["ids"]
-    loss_fn = nn.MultiLabelSoftMarginLoss()
-    full = evaluate(tiny_net(), val_batches, make_accelerator(), expected_ids=expected, loss_fn=loss_fn)
+    loss_fn = build_loss("multilabel_soft_margin", VOC)
+    full = evaluate(tiny_net(), val_batches, make_accelerator(), classes=VOC, expected_ids=expected, loss_fn=loss_fn)
     half = evaluate(tiny_net(), val_batches, make_accelerator(mixed_precision="bf16"),
-                    expected_ids=expected, loss_fn=loss_fn)
+                    classes=VOC, expected_ids=expected, loss_fn=loss_fn)
     assert half.scores.dtype == np.float32
     assert not np.array_equal(half.scores, full.scores)  # autocast did run in bf16
     np.testing.assert_allclose(half.scores, full.scores, atol=2e-2)
@@ -172,5 +173,5 @@ def test_wrong_id_set_raises(change, message, val_batches, shards_dir, make_acce
     else:
         expected = expected[1:]  # as if the shards held an image the manifest does not
     with pytest.raises(RuntimeError, match=message) as error:
-        evaluate(tiny_net(), batches, make_accelerator(), expected_ids=expected, split="val")
+        evaluate(tiny_net(), batches, make_accelerator(), classes=VOC, expected_ids=expected, split="val")
     assert "split 'val'" in str(error.value) and "exactly once" in str(error.value)

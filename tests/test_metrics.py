@@ -47,7 +47,7 @@ def test_hand_worked_example():
     # Ranked: pos, neg, pos, neg. Headline AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
     # 11-point: precision 1 for recall <= 0.5 (6 points), 2/3 above (5 points).
     states, scores = _one_class([1, -1, 1, -1], [0.9, 0.8, 0.7, 0.1])
-    m = average_precisions(states, scores)
+    m = average_precisions(states, scores, VOC_CLASSES)
     assert m["ap"][0] == pytest.approx(5 / 6)
     assert m["ap_voc07"][0] == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
     assert m["positives"][0] == 2
@@ -56,7 +56,7 @@ def test_hand_worked_example():
 def test_difficult_is_negative_for_headline_and_ignored_for_voc07():
     # A difficult-only image (state 0) ranked second, between the two first images above.
     states, scores = _one_class([1, 0, -1, 1, -1], [0.9, 0.85, 0.8, 0.7, 0.1])
-    m = average_precisions(states, scores)
+    m = average_precisions(states, scores, VOC_CLASSES)
     # Headline: it is a negative, so the second positive is found at rank 4: 1/2 + 1/2 * 2/4.
     assert m["ap"][0] == pytest.approx(0.75)
     # VOC07: it is ignored, so the figure equals the hand-worked example without it.
@@ -65,18 +65,18 @@ def test_difficult_is_negative_for_headline_and_ignored_for_voc07():
 
 def test_perfect_and_reversed_ranking():
     states, scores = _one_class([1, 1, -1, -1], [0.9, 0.8, 0.2, 0.1])
-    assert average_precisions(states, scores)["ap"][0] == pytest.approx(1.0)
-    assert average_precisions(states, scores)["ap_voc07"][0] == pytest.approx(1.0)
+    assert average_precisions(states, scores, VOC_CLASSES)["ap"][0] == pytest.approx(1.0)
+    assert average_precisions(states, scores, VOC_CLASSES)["ap_voc07"][0] == pytest.approx(1.0)
     states, scores = _one_class([-1, -1, 1, 1], [0.9, 0.8, 0.2, 0.1])
     # Positives at ranks 3 and 4: 1/2 * 1/3 + 1/2 * 2/4.
-    assert average_precisions(states, scores)["ap"][0] == pytest.approx(1 / 6 + 1 / 4)
+    assert average_precisions(states, scores, VOC_CLASSES)["ap"][0] == pytest.approx(1 / 6 + 1 / 4)
 
 
 def test_ap_of_a_perfect_ranking_is_exactly_1_where_sklearn_says_more():
     # 9 positives ranked above 2 negatives: sklearn sums its recall steps to 1.0000000000000002.
     labels, scores = [1] * 9 + [-1] * 2, list(np.linspace(1, 0, 11))
     assert average_precision_score(np.array(labels) == 1, scores) > 1.0  # the rounding the clip is for
-    m = average_precisions(*_one_class(labels, scores))
+    m = average_precisions(*_one_class(labels, scores), VOC_CLASSES)
     assert m["ap"][0] == 1.0 and m["ap_voc07"][0] == 1.0
     assert all(0.0 <= ap <= 1.0 for ap in m["ap"] + m["ap_voc07"] + [m["map"], m["map_voc07"]])
 
@@ -85,7 +85,7 @@ def test_equals_sklearn_on_random_data():
     rng = np.random.default_rng(1)
     states = rng.choice([-1, 0, 1], size=(200, VOC.num_classes), p=[0.7, 0.05, 0.25]).astype(np.int8)
     scores = rng.random((200, VOC.num_classes)).astype(np.float32)
-    m = average_precisions(states, scores)
+    m = average_precisions(states, scores, VOC_CLASSES)
     expected = [average_precision_score(states[:, c] == 1, scores[:, c]) for c in range(VOC.num_classes)]
     assert m["ap"] == pytest.approx(expected)
     assert m["map"] == pytest.approx(np.mean(expected))
@@ -126,7 +126,7 @@ def test_class_without_positives_is_missing_and_left_out_of_the_mean():
     states[:, VOC_CLASSES.index("cow")] = -1
     states[:, VOC_CLASSES.index("sofa")] = np.where(states[:, VOC_CLASSES.index("sofa")] == 1, 0, -1)  # difficult only
     scores = rng.random((30, VOC.num_classes))
-    m = average_precisions(states, scores)
+    m = average_precisions(states, scores, VOC_CLASSES)
     assert m["missing"] == ["cow", "sofa"]
     for key in ("ap", "ap_voc07"):
         assert m[key][VOC_CLASSES.index("cow")] is None and m[key][VOC_CLASSES.index("sofa")] is None
@@ -138,7 +138,7 @@ def test_class_without_positives_is_missing_and_left_out_of_the_mean():
 
 def test_no_positives_at_all_gives_no_map():
     states = np.full((5, VOC.num_classes), -1, dtype=np.int8)
-    m = average_precisions(states, np.zeros((5, VOC.num_classes)))
+    m = average_precisions(states, np.zeros((5, VOC.num_classes)), VOC_CLASSES)
     assert m["map"] is None and m["map_voc07"] is None
     assert m["missing"] == list(VOC_CLASSES)
 
@@ -155,4 +155,4 @@ def test_no_positives_at_all_gives_no_map():
 )
 def test_bad_input_is_refused(states, scores, message):
     with pytest.raises(ValueError, match=message):
-        average_precisions(states, scores)
+        average_precisions(states, scores, VOC_CLASSES)

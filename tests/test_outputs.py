@@ -24,7 +24,7 @@ def _read_csv(path):
 def test_submission_round_trip(tmp_path):
     ids = ["000120", "000001", "000005", "010000"]  # unsorted, with leading zeros
     scores = np.random.default_rng(0).random((4, VOC.num_classes)).astype(np.float32)
-    path = write_submission(tmp_path / "submission.csv", ids, scores)
+    path = write_submission(tmp_path / "submission.csv", ids, scores, VOC_CLASSES)
     header, *rows = _read_csv(path)
     assert header == ["id", *VOC_CLASSES]
     assert [r[0] for r in rows] == ["000001", "000005", "000120", "010000"]
@@ -38,13 +38,13 @@ def test_submission_round_trip(tmp_path):
 def test_submission_refuses_duplicates_ints_and_non_probabilities(tmp_path):
     scores = np.full((3, VOC.num_classes), 0.5)
     with pytest.raises(ValueError, match=r"more than once.*'000002'"):
-        write_submission(tmp_path / "s.csv", ["000001", "000002", "000002"], scores)
+        write_submission(tmp_path / "s.csv", ["000001", "000002", "000002"], scores, VOC_CLASSES)
     with pytest.raises(TypeError, match="leading zeros"):
-        write_submission(tmp_path / "s.csv", [1, 2, 3], scores)
+        write_submission(tmp_path / "s.csv", [1, 2, 3], scores, VOC_CLASSES)
     with pytest.raises(ValueError, match="sigmoid"):
-        write_submission(tmp_path / "s.csv", ["a", "b", "c"], scores * 3)
+        write_submission(tmp_path / "s.csv", ["a", "b", "c"], scores * 3, VOC_CLASSES)
     with pytest.raises(ValueError, match="3 ids"):
-        write_submission(tmp_path / "s.csv", ["a", "b", "c"], scores[:, :5])
+        write_submission(tmp_path / "s.csv", ["a", "b", "c"], scores[:, :5], VOC_CLASSES)
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp file
 
 
@@ -52,7 +52,7 @@ def test_per_class_ap_writes_missing_classes_as_empty(tmp_path):
     rng = np.random.default_rng(1)
     states = rng.choice([-1, 1], size=(40, VOC.num_classes)).astype(np.int8)
     states[:, VOC_CLASSES.index("bus")] = -1
-    metrics = average_precisions(states, rng.random((40, VOC.num_classes)))
+    metrics = average_precisions(states, rng.random((40, VOC.num_classes)), VOC_CLASSES)
     header, *rows = _read_csv(write_per_class_ap(tmp_path / "per_class_ap.csv", metrics))
     assert header == ["class", "positives", "ap", "ap_voc07"]
     assert [r[0] for r in rows] == list(VOC_CLASSES)
@@ -67,7 +67,7 @@ def test_per_class_ap_writes_missing_classes_as_empty(tmp_path):
 def test_ap_table_shows_every_class_missing_ones_and_the_mean():
     states = np.ones((3, VOC.num_classes), dtype=np.int8)
     states[:, VOC_CLASSES.index("sheep")] = -1
-    metrics = average_precisions(states, np.full((3, VOC.num_classes), 0.5))
+    metrics = average_precisions(states, np.full((3, VOC.num_classes), 0.5), VOC_CLASSES)
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(ap_table(metrics))
     text = console.file.getvalue()
@@ -128,7 +128,8 @@ def test_summary_is_json_with_numpy_values(tmp_path):
 
 def test_result_files_are_readable_by_others_and_leave_no_temp_files(tmp_path):
     # Shared run directories on a cluster: mkstemp's 0600 would hide results from the group.
-    write_submission(tmp_path / "submission.csv", ["000001"], np.full((1, VOC.num_classes), 0.5, np.float32))
+    write_submission(tmp_path / "submission.csv", ["000001"], np.full((1, VOC.num_classes), 0.5, np.float32),
+                     VOC_CLASSES)
     write_summary(tmp_path / "summary.json", {"test_map": 0.5})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv", "summary.json"]
     for path in tmp_path.iterdir():

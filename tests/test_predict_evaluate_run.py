@@ -19,7 +19,7 @@ from PIL import Image
 
 from cli_in_process import run_module
 from models import create_model, list_models
-from shards.classes import VOC_CLASSES
+from shards.classes import VOC, VOC_CLASSES
 from shards.reader import decode_rgb
 from train_helpers import TINY, run, single
 from trainer.tools import evaluate_run, predict
@@ -263,7 +263,7 @@ def test_a_pretrained_models_weights_fit_its_twin_built_without_the_imagenet_fil
     cfg = architecture(TrainConfig(model=name, weights="/not/on/this/machine.pth", freeze_features=True,
                                    image_size=64))
     assert (cfg.model, cfg.weights, cfg.freeze_features) == (base, None, False)
-    build_model(cfg).load_state_dict(trained_state)  # strict: every tensor of the run's weights, nothing else
+    build_model(cfg, VOC).load_state_dict(trained_state)  # strict: every tensor of the run's weights, nothing else
 
 
 def test_predict_turns_a_photo_with_an_exif_orientation_upright(tmp_path):

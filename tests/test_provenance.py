@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from shards.classes import VOC
 from trainer.config.yaml_files import read_run_record
 from trainer.rundir.provenance import run_config_text
 
@@ -16,7 +17,7 @@ def record(run_dir) -> dict:
 
 def write_run_config(run_dir, settings: dict, **facts) -> None:
     """What a start writes: config.yaml from the settings, the start's facts and the record it found."""
-    text = run_config_text(settings, **facts, earlier=read_run_record(run_dir))
+    text = run_config_text(settings, **facts, classes=VOC, earlier=read_run_record(run_dir))
     (run_dir / "config.yaml").write_text(text)
 
 

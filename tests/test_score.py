@@ -54,7 +54,7 @@ def submission(split_labels: tuple[list[str], np.ndarray], tmp_path_factory: pyt
     """A submission written by the trainer's own writer: sigmoid float32 scores, some tied."""
     ids, _ = split_labels
     path = tmp_path_factory.mktemp("sub") / "submission.csv"
-    return write_submission(path, ids, _trainer_scores(len(ids)))
+    return write_submission(path, ids, _trainer_scores(len(ids)), VOC_CLASSES)
 
 
 def _trainer_scores(n: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def _trainer_scores(n: int) -> np.ndarray:
 
 
 def _expected_json(states: np.ndarray, scores: np.ndarray) -> dict:
-    m = average_precisions(states, scores)
+    m = average_precisions(states, scores, VOC_CLASSES)
     return {"map": m["map"], "map_voc07": m["map_voc07"], "ap": dict(zip(VOC_CLASSES, m["ap"])),
             "ap_voc07": dict(zip(VOC_CLASSES, m["ap_voc07"])), "positives": dict(zip(VOC_CLASSES, m["positives"])),
             "images": len(states)}

@@ -143,11 +143,12 @@ def test_a_split_mixing_labeled_and_hidden_sources_is_refused(devkit: Path, tmp_
 
 def test_score_takes_year_for_a_devkit_with_several_trees(devkit: Path, tmp_path: Path, capsys) -> None:
     from shards.labels import voc_split_labels
+    from shards.classes import VOC_CLASSES
     from trainer.rundir.outputs import write_submission
 
     ids, states = voc_split_labels(devkit / "VOC2007", "val")
     submission = tmp_path / "submission.csv"
-    write_submission(submission, ids, (states == 1).astype(float))  # the labels themselves: AP 1 where positives
+    write_submission(submission, ids, (states == 1).astype(float), VOC_CLASSES)  # the labels themselves: AP 1 where positives
     code, _, err = run_module("trainer.tools.score", [submission, "--voc", devkit, "--split", "val"], capsys)
     assert code == 2 and "holds several VOC trees (VOC2007, VOC2012): choose one with --year 2007" in err, err
     code, out, err = run_module("trainer.tools.score", [submission, "--voc", devkit, "--year", "2007", "--split", "val"],

@@ -3,24 +3,37 @@
 import pytest
 import torch
 
-from shards.classes import VOC_CLASSES
+from shards.classes import VOC, VOC_CLASSES, ClassList
 from trainer.recipe.loss import auto_pos_weight, build_loss, logit_targets
 from trainer.recipe.optim import build_optimizer, build_scheduler
 
 
 def test_bce_equals_the_reference_soft_margin_loss():
     logits = torch.randn(6, 21)
-    targets = logit_targets(torch.randint(-1, 2, (6, 20), dtype=torch.int8))
-    assert build_loss("bce")(logits, targets) == pytest.approx(build_loss()(logits, targets).item(), rel=1e-6)
+    states = torch.randint(-1, 2, (6, 20), dtype=torch.int8)
+    reference = build_loss("multilabel_soft_margin", VOC)(logits, states).item()
+    assert build_loss("bce", VOC)(logits, states) == pytest.approx(reference, rel=1e-6)
+
+
+def test_voc_targets_keep_a_never_positive_background_logit_and_others_have_none():
+    states = torch.tensor([[1, 0, -1], [-1, 1, 1]], dtype=torch.int8)
+    assert logit_targets(states, 1).tolist() == [[0, 1, 0, 0], [0, 0, 1, 1]]  # difficult-only (0) is negative
+    assert logit_targets(states, 0).tolist() == [[1, 0, 0], [0, 1, 1]]
+    three = ClassList(("cat", "traffic light", "dog"))
+    logits = torch.zeros(2, 3, requires_grad=True)
+    build_loss("bce", three)(logits, states).backward()  # one logit per class: shapes agree
+    assert logits.grad.shape == (2, 3)
 
 
 def test_auto_pos_weight_is_negatives_over_positives_and_1_without_positives():
     positives = {name: 0 for name in VOC_CLASSES} | {"cat": 5, "dog": 20}
-    weights = auto_pos_weight(positives, count=25)
+    weights = auto_pos_weight(positives, count=25, classes=VOC)
     assert weights.shape == (21,) and weights[0] == 1.0  # background
     assert weights[1 + VOC_CLASSES.index("cat")] == pytest.approx(4.0)
     assert weights[1 + VOC_CLASSES.index("dog")] == pytest.approx(0.25)
     assert weights[1 + VOC_CLASSES.index("sheep")] == 1.0
+    own = auto_pos_weight({"a": 1, "b": 0}, count=4, classes=ClassList(("a", "b")))
+    assert own.tolist() == [3.0, 1.0]  # no background weight without a background logit
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():

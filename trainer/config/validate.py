@@ -17,6 +17,7 @@ import torch
 
 from models import check_model_name
 from models.input_sizes import input_size_problem
+from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
 from trainer.config.fields import TRAINABLE_SPLITS, TrainConfig, flag, scalar_type, train_split_names
@@ -54,7 +55,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         if not getattr(cfg, name):
             fail(name, "is required")
     _check_out(cfg, fail, check_in_use)
-    _check_shards(cfg, fail)
+    classes = _check_shards(cfg, fail)
     try:
         check_model_name(cfg.model)
     except ValueError as err:
@@ -64,7 +65,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
     _check_numbers(cfg, fail)
     # Shapes only (meta device, no weights read: models/input_sizes.py), ~1-100 ms: a model that cannot
     # take the input size is refused here, before launch.sh starts any process, not inside the run.
-    too_small = input_size_problem(cfg.model, cfg.image_size)
+    too_small = input_size_problem(cfg.model, cfg.image_size, classes.num_logits)
     if too_small:
         raise ConfigError(f"--model {cfg.model} --image-size {cfg.image_size}: {too_small}"
                           + "".join(f" (--{n.replace('_', '-')} from {sources[n]})"
@@ -85,8 +86,9 @@ def _check_out(cfg: TrainConfig, fail: Fail, check_in_use: bool) -> None:
                     "or choose a new --out (a fresh run never overwrites another run)")
 
 
-def _check_shards(cfg: TrainConfig, fail: Fail) -> None:
-    """--shards is a packed, intact shard set with labeled splits to learn from and a test split."""
+def _check_shards(cfg: TrainConfig, fail: Fail) -> ClassList:
+    """--shards is a packed, intact shard set with labeled splits to learn from and a test split;
+    returns its class list."""
     shards = Path(cfg.shards)
     if not shards.is_dir():
         fail("shards", f"no such directory {shards}; give the --out of `python -m shards.pack`")
@@ -115,6 +117,7 @@ def _check_shards(cfg: TrainConfig, fail: Fail) -> None:
     if bad:
         fail("shards", f"{len(bad)} bad shard(s) in {cfg.shards}: {summarize(bad)}; pack again or copy the shard "
                        f"set again (python -m shards.verify {cfg.shards} checks it)")
+    return class_list(manifest)
 
 
 def _check_splits(cfg: TrainConfig, fail: Fail) -> tuple[str, ...]:

@@ -93,9 +93,3 @@ def run_settings(record: dict, run_dir: str | Path) -> tuple[dict, str]:
     path = str(Path(run_dir) / CONFIG)
     settings = {k: v for k, v in record["settings"].items() if str(k).replace("-", "_") not in NOT_INHERITED}
     return _typed(settings, f"--resume: {path}", path), path
-
-
-def read_run_settings(run_dir: str | Path) -> tuple[dict, str | None]:
-    """run_settings of the config.yaml in `run_dir`; ({}, None) without one."""
-    record = read_run_record(run_dir)
-    return run_settings(record, run_dir) if record else ({}, None)

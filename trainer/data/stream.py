@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
+from shards.classes import class_list
 from shards.manifest import is_labeled, load_manifest, skipped_ids, split_entry
 from shards.reader import Batch, eval_loader, steps_per_epoch, train_loader
 from shards.verify import has_checksums
@@ -28,6 +29,7 @@ class RunData:
     def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         manifest = load_manifest(cfg.shards)
+        self.classes = class_list(manifest)  # the columns of every batch's states, the model's logits
         # trainer.config.validate verified the checksums; a manifest without any gets a warning from main.
         self.checksummed = has_checksums(manifest)
         # What the run trains on ("train", or "train+val": --train-splits) and every split it evaluates.

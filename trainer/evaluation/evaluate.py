@@ -24,11 +24,10 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast, gather_object
 from torch import nn
 
-from shards.classes import NUM_CLASSES
+from shards.classes import ClassList
 from shards.transforms import normalize
 from trainer.data.stream import RunData
 from trainer.evaluation.metrics import average_precisions
-from trainer.recipe.loss import logit_targets
 from trainer.faults.watchdog import Watchdog
 
 UNWATCHED = Watchdog(0)  # for callers without a run's watchdog (tools, tests): declared waits are not timed
@@ -41,10 +40,10 @@ class EvalResult:
     """One split's evaluation, rows in sorted id order."""
 
     ids: list[str]  # sorted, equal to the split's ids in the manifest
-    scores: np.ndarray  # float32 [N, 20]: sigmoid of logits 1..20 (background left out)
-    states: np.ndarray  # int8 [N, 20]: devkit labels 1 / 0 (difficult only) / -1
+    scores: np.ndarray  # float32 [N, C]: sigmoid of the class logits (VOC's background logit left out)
+    states: np.ndarray  # int8 [N, C]: labels 1 / 0 (VOC's difficult only) / -1
     loss: float | None  # mean loss per image over the split; None without loss_fn or labels
-    metrics: dict | None  # trainer.evaluation.metrics.average_precisions(states, scores); None for a split without labels
+    metrics: dict | None  # trainer.evaluation.metrics.average_precisions(states, scores, names); None without labels
 
 
 def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:
@@ -71,9 +70,9 @@ def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> N
 
 
 def _local_pass(
-    net: nn.Module, loader: Iterable, accelerator: Accelerator, loss_fn: LossFn | None
+    net: nn.Module, loader: Iterable, accelerator: Accelerator, loss_fn: LossFn | None, classes: ClassList
 ) -> tuple[list[str], np.ndarray, np.ndarray, float]:
-    """Score this rank's share: (ids, scores [n, 20], states [n, 20], sum of per-image loss)."""
+    """Score this rank's share: (ids, scores [n, C], states [n, C], sum of per-image loss)."""
     ids: list[str] = []
     scores: list[np.ndarray] = []
     states: list[np.ndarray] = []
@@ -86,13 +85,12 @@ def _local_pass(
         if loss_fn is not None:
             # loss_fn returns the batch mean; weight it by the batch size so that the split's
             # loss is the mean per image whatever the (uneven) batch sizes are.
-            targets = logit_targets(batch_states.to(logits.device))
-            loss_sum += float(loss_fn(logits, targets)) * len(batch_ids)
-        scores.append(torch.sigmoid(logits[:, 1:]).cpu().numpy())
+            loss_sum += float(loss_fn(logits, batch_states.to(logits.device))) * len(batch_ids)
+        scores.append(torch.sigmoid(logits[:, classes.first_logit:]).cpu().numpy())
         states.append(batch_states.cpu().numpy().astype(np.int8))
         ids.extend(batch_ids)
     if not ids:  # a rank may legitimately get no sample (more ranks x workers than shards)
-        empty = np.zeros((0, NUM_CLASSES))
+        empty = np.zeros((0, classes.num_classes))
         return ids, empty.astype(np.float32), empty.astype(np.int8), loss_sum
     return ids, np.concatenate(scores), np.concatenate(states), loss_sum
 
@@ -102,6 +100,7 @@ def evaluate(
     loader: Iterable,
     accelerator: Accelerator,
     *,
+    classes: ClassList,
     expected_ids: Sequence[str],
     loss_fn: LossFn | None = None,
     split: str = "eval",
@@ -111,9 +110,10 @@ def evaluate(
 ) -> EvalResult:
     """Score every image of a split once across all ranks; the same result on every rank.
 
-    loader yields (uint8 images [B, 3, S, S], int8 states [B, 20], ids) for this rank's
-    share (shards.reader.eval_loader with this process's rank). expected_ids: the split's
-    ids from the manifest. loss_fn(logits [B, 21], targets [B, 21]) returns the batch mean.
+    loader yields (uint8 images [B, 3, S, S], int8 states [B, C], ids) for this rank's
+    share (shards.reader.eval_loader with this process's rank); `classes` says which logits
+    are scores and names the columns. expected_ids: the split's ids from the manifest.
+    loss_fn(logits [B, L], states [B, C]) (a recipe.loss.StatesLoss) returns the batch mean.
     split only names the split in error messages. labeled=False (labels hidden: the states are
     placeholders) scores and checks the ids but computes no loss and no metrics. The model's
     train/eval mode is restored. Its waits (each batch, the collectives) are declared to `watchdog`;
@@ -138,7 +138,7 @@ def evaluate(
         with torch.no_grad():
             batches = watchdog.watch(loader, f"the next batch of the {split} eval loader", phase=f"evaluate {split}",
                                      epoch=epoch)
-            local = _local_pass(net, batches, accelerator, loss_fn)
+            local = _local_pass(net, batches, accelerator, loss_fn, classes)
     finally:
         net.train(was_training)
 
@@ -158,7 +158,7 @@ def evaluate(
         scores=scores[order],
         states=states[order],
         loss=loss,
-        metrics=average_precisions(states[order], scores[order]) if labeled else None,
+        metrics=average_precisions(states[order], scores[order], classes.names) if labeled else None,
     )
 
 
@@ -168,5 +168,5 @@ def evaluate_split(model: nn.Module, data: RunData, split: str, accelerator: Acc
     """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
     with watchdog.waiting(f"the {split} eval loader's workers to start", phase=f"evaluate {split}", epoch=epoch):
         batches, expected_ids = data.eval(split)
-    return evaluate(model, batches, accelerator, expected_ids=expected_ids, loss_fn=loss_fn, split=split,
-                    labeled=data.is_labeled(split), watchdog=watchdog, epoch=epoch)
+    return evaluate(model, batches, accelerator, classes=data.classes, expected_ids=expected_ids, loss_fn=loss_fn,
+                    split=split, labeled=data.is_labeled(split), watchdog=watchdog, epoch=epoch)

@@ -19,15 +19,18 @@ Every AP is clipped to [0, 1]: sklearn's sum of recall steps times precision can
 above 1 (1.0000000000000002 for a perfect ranking of 9 positives among 11 images), and an AP
 above 1 in summary.json or per_class_ap.csv reads as a bug. The clip moves nothing but that ulp.
 
+Any class list works (VOC's 20 or a data set's own): `names` gives the columns. Data sets other
+than VOC have no difficult flag (states 1/-1 only), so there both figures count every image.
+
 A class with no positive image has no AP (sklearn would say 0.0 with a warning): it is
 None in the lists, named in "missing" and left out of the means.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from shards.classes import CLASSES, NUM_CLASSES
+import numpy as np
 
 # The ports' thresholds, float quirks included (see the module docstring): not k / 10.
 VOC07_RECALL_POINTS: np.ndarray = np.arange(0.0, 1.1, 0.1)
@@ -67,10 +70,10 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _check_inputs(states: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(states: np.ndarray, scores: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     states, scores = np.asarray(states), np.asarray(scores, dtype=np.float64)
-    expected = f"[N, {NUM_CLASSES}] (one column per class, no background column)"
-    if states.ndim != 2 or states.shape[1] != NUM_CLASSES:
+    expected = f"[N, {num_classes}] (one column per class, no background column)"
+    if states.ndim != 2 or states.shape[1] != num_classes:
         raise ValueError(f"states must be {expected}, got shape {states.shape}")
     if scores.shape != states.shape:
         raise ValueError(f"scores shape {scores.shape} does not match states shape {states.shape}")
@@ -85,22 +88,22 @@ def _check_inputs(states: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return states, scores
 
 
-def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
+def average_precisions(states: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> dict:
     """AP per class and their means for one split.
 
-    states: int [N, 20] devkit labels (1 present, 0 difficult only, -1 absent).
-    scores: float [N, 20] any monotone score per class (sigmoid probabilities here).
-    Returns {"ap", "ap_voc07": list of 20 float|None in CLASSES order, "map", "map_voc07":
-    float|None (None only if no class has a positive), "missing": class names without a
-    positive image, "positives": images with state 1 per class}.
+    states: int [N, C] labels (1 present, 0 difficult only, -1 absent), C = len(names).
+    scores: float [N, C] any monotone score per class (sigmoid probabilities here).
+    Returns {"classes": names, "ap", "ap_voc07": list of C float|None in that order, "map",
+    "map_voc07": float|None (None only if no class has a positive), "missing": class names
+    without a positive image, "positives": images with state 1 per class}.
     """
     import sklearn.metrics  # here, not at the top: ~1 s of a run's start, and the first step needs none of it
 
-    states, scores = _check_inputs(states, scores)
+    states, scores = _check_inputs(states, scores, len(names))
     positives = [int(n) for n in np.sum(states == 1, axis=0)]
     ap: list[float | None] = []
     ap_voc07: list[float | None] = []
-    for c in range(NUM_CLASSES):
+    for c in range(len(names)):
         if positives[c] == 0:
             ap.append(None)
             ap_voc07.append(None)
@@ -108,10 +111,11 @@ def average_precisions(states: np.ndarray, scores: np.ndarray) -> dict:
         ap.append(_unit(sklearn.metrics.average_precision_score(states[:, c] == 1, scores[:, c])))
         ap_voc07.append(voc07_ap(states[:, c], scores[:, c]))
     return {
+        "classes": list(names),
         "ap": ap,
         "map": _mean_or_none(ap),
         "ap_voc07": ap_voc07,
         "map_voc07": _mean_or_none(ap_voc07),
-        "missing": [name for name, n in zip(CLASSES, positives) if n == 0],
+        "missing": [name for name, n in zip(names, positives) if n == 0],
         "positives": positives,
     }

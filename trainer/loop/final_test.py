@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.classes import CLASSES
 from trainer.evaluation.evaluate import EvalResult
 from trainer.loop.run import Run, Say
 from trainer.rundir import checkpoint, outputs, plots
@@ -111,8 +110,8 @@ def summarize(run: Run, tested: Tested) -> dict:
         "submission_epoch": state.best_epoch if tested.used_name == "best" else state.epoch,
         "submission_rows": len(used.ids),
         "test_skipped_at_pack": {"count": len(skipped), "ids": skipped},
-        "per_class_ap": dict(zip(CLASSES, used.metrics["ap"])) if labeled else None,
-        "per_class_ap_voc07": dict(zip(CLASSES, used.metrics["ap_voc07"])) if labeled else None,
+        "per_class_ap": dict(zip(run.classes.names, used.metrics["ap"])) if labeled else None,
+        "per_class_ap_voc07": dict(zip(run.classes.names, used.metrics["ap_voc07"])) if labeled else None,
         "final_model": None if tested.final is None else _test_block(tested.final),
         "best_model": None if tested.best is None else {"epoch": state.best_epoch, **_test_block(tested.best)},
         "best_val_map": state.best_val_map,
@@ -130,7 +129,7 @@ def summarize(run: Run, tested: Tested) -> dict:
 def write_outputs(run: Run, tested: Tested, summary: dict) -> None:
     """The result files (main process), then what the console says of them."""
     cfg, used, say, out = run.cfg, tested.used, run.say, run.dir
-    outputs.write_submission(out / SUBMISSION, used.ids, used.scores)
+    outputs.write_submission(out / SUBMISSION, used.ids, used.scores, run.classes.names)
     if tested.labeled:
         outputs.write_per_class_ap(out / PER_CLASS_AP, used.metrics)
     plots.plot_history(run.state.history, out.root, title=plot_title(out.root, cfg.model, summary["test_map"]))

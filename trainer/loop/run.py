@@ -21,6 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from models import describe
+from shards.classes import ClassList, class_list
+from shards.manifest import load_manifest
 from shards.transforms import normalize
 from trainer.config import ConfigError, TrainConfig, as_dict
 from trainer.data.choose import open_data
@@ -37,6 +39,7 @@ from trainer.rundir import checkpoint
 from trainer.rundir.checkpoint import RunState
 from trainer.rundir.layout import RunDir
 from trainer.rundir.lock import RunDirLock
+from trainer.rundir.provenance import run_classes, same_classes
 from trainer.rundir.resume import ResumePoint, open_run, resume_point
 from trainer.loop.step import EpochSoFar, train_updates
 
@@ -63,6 +66,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: torch.nn.Module
     data: RunData
+    classes: ClassList  # the data's class list: the model's logits, the columns of every score and table
     state: RunState  # where training stands: the last epoch end, or a mid-epoch checkpoint's position
     started: float  # this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds)
 
@@ -158,10 +162,16 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
     torch.autograd.set_detect_anomaly(cfg.debug)
     set_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
     say = progress.say
-    # The model first: one that cannot take the input size fails before the data is loaded.
+    # The class list first (a resumed run learns the classes it began with), then the model: one that
+    # cannot take the input size fails before the data is loaded.
+    classes = class_list(load_manifest(cfg.shards))
+    mismatch = same_classes(run_classes(earlier), classes, f"--resume: the run in {cfg.out}", cfg.shards) \
+        if earlier else None
+    if mismatch:
+        raise ConfigError(mismatch)
     with watchdog.waiting("the main process to build the model first (pretrained weights)", phase="set-up"), \
             accelerator.main_process_first():  # pretrained weights: the main process fetches/caches first
-        model = build_model(cfg)
+        model = build_model(cfg, classes)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     clock.mark("model")
@@ -176,7 +186,8 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
 
     # Loss, optimizer and schedule, counted in optimizer updates.
     positives, count = data.train_positives()
-    loss_fn = build_loss(cfg.loss, auto_pos_weight(positives, count) if cfg.pos_weight == "auto" else None)
+    pos_weight = auto_pos_weight(positives, count, classes) if cfg.pos_weight == "auto" else None
+    loss_fn = build_loss(cfg.loss, classes, pos_weight)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 fused=accelerator.device.type == "cuda")
     updates_per_epoch = data.batches // cfg.grad_accum
@@ -186,7 +197,8 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     with watchdog.waiting("the run's state to load (--resume) and its files to be written", phase="set-up"):
-        state = open_run(accelerator, cfg.out, point.checkpoint, settings=as_dict(cfg), earlier=earlier)
+        state = open_run(accelerator, cfg.out, point.checkpoint, settings=as_dict(cfg), classes=classes,
+                         earlier=earlier)
     if cfg.resume and point.checkpoint is None:
         say(f"--resume: no complete checkpoint in {RunDir(cfg.out).checkpoints}; starting fresh")
     if point.checkpoint is not None:
@@ -201,7 +213,7 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
                           accelerator.device)
     return Run(cfg=cfg, accelerator=accelerator, watchdog=watchdog, stop=stop, say=say, progress=progress, clock=clock,
                model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(accelerator.device),
-               data=data, state=state, started=wall_start - state.wall_seconds)
+               data=data, classes=classes, state=state, started=wall_start - state.wall_seconds)
 
 
 def print_debug_batch(say: Say, model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:

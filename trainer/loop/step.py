@@ -20,7 +20,6 @@ from accelerate import Accelerator
 from torch import nn
 
 from shards.transforms import normalize
-from trainer.recipe.loss import logit_targets
 
 
 def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, optimizer: torch.optim.Optimizer,
@@ -28,7 +27,7 @@ def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, 
                channels_last: bool = False) -> torch.Tensor:
     """One micro-batch: normalize on the device, forward, backward, and update at the window's end.
 
-    images: uint8 [B,3,S,S] on any device; states: int8 devkit states [B,20].
+    images: uint8 [B,3,S,S] on any device; states: int8 label states [B,C]; loss_fn: a recipe.loss.StatesLoss.
     Returns the batch's mean loss as a detached device tensor (no host sync here).
     """
     with accelerator.accumulate(model):
@@ -38,7 +37,7 @@ def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, 
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         logits = model(inputs)
         # float32 loss even under autocast: bf16 log-sigmoid sums lose digits.
-        loss = loss_fn(logits.float(), logit_targets(states.to(accelerator.device, non_blocking=True)))
+        loss = loss_fn(logits.float(), states.to(accelerator.device, non_blocking=True))
         accelerator.backward(loss)
         optimizer.step()  # a no-op inside an accumulation window (AcceleratedOptimizer)
         if accelerator.sync_gradients:

@@ -1,4 +1,4 @@
-"""What is optimized: the targets a batch's devkit states become, and the loss on the logits.
+"""What is optimized: the targets a batch's label states become, and the loss on the logits.
 
 Plain functions with explicit arguments, so the loop, the benchmark and the tests build
 exactly the same objects the trainer does.
@@ -9,36 +9,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shards.classes import CLASSES, NUM_LOGITS
+from shards.classes import ClassList
 
 
-def logit_targets(states: torch.Tensor) -> torch.Tensor:
-    """[B, 21] float targets from devkit states [B, 20]: background column 0 is never positive,
-    class c is positive where its state is 1 (difficult-only counts negative, per SPEC)."""
-    targets = torch.zeros(states.shape[0], NUM_LOGITS, dtype=torch.float32, device=states.device)
-    targets[:, 1:] = (states == 1).float()
-    return targets
+def logit_targets(states: torch.Tensor, first_logit: int) -> torch.Tensor:
+    """[B, first_logit + C] float targets from label states [B, C]: class c is positive where its
+    state is 1 (VOC's difficult-only 0 counts negative, per SPEC); a background logit (VOC's
+    column 0, `first_logit` 1) is never positive."""
+    positive = (states == 1).float()
+    return nn.functional.pad(positive, (first_logit, 0)) if first_logit else positive
 
 
-def build_loss(kind: str = "multilabel_soft_margin", pos_weight: torch.Tensor | None = None) -> nn.Module:
-    """Loss on (logits [B,21], float targets [B,21]) as logit_targets builds them.
+class StatesLoss(nn.Module):
+    """A loss on (logits [B, L], label states [B, C]): the targets are built on the device, inside."""
+
+    def __init__(self, criterion: nn.Module, first_logit: int) -> None:
+        super().__init__()
+        self.criterion, self.first_logit = criterion, first_logit
+
+    def forward(self, logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits, logit_targets(states, self.first_logit))
+
+
+def build_loss(kind: str, classes: ClassList, pos_weight: torch.Tensor | None = None) -> StatesLoss:
+    """The loss of the run on the class list's logits.
 
     ``multilabel_soft_margin`` is the reference loss. ``bce`` is numerically the same loss
-    (mean of per-logit binary cross-entropy) but accepts per-class positive weights.
+    (mean of per-logit binary cross-entropy) but accepts per-logit positive weights.
     """
     if kind == "multilabel_soft_margin":
         if pos_weight is not None:
             raise ValueError("positive weights need the 'bce' loss")
-        return nn.MultiLabelSoftMarginLoss()
+        return StatesLoss(nn.MultiLabelSoftMarginLoss(), classes.first_logit)
     if kind == "bce":
-        return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        return StatesLoss(nn.BCEWithLogitsLoss(pos_weight=pos_weight), classes.first_logit)
     raise ValueError(f"unknown loss '{kind}'; known: multilabel_soft_margin, bce")
 
 
-def auto_pos_weight(positives: dict[str, int], count: int) -> torch.Tensor:
-    """negatives / positives per class from the manifest's train split; 1.0 for background.
+def auto_pos_weight(positives: dict[str, int], count: int, classes: ClassList) -> torch.Tensor:
+    """negatives / positives per class from the manifest's train split; 1.0 for a background logit.
 
     A class with no positive image gets weight 1 (there is nothing to up-weight).
     """
-    weights = [1.0] + [(count - positives.get(c, 0)) / positives[c] if positives.get(c) else 1.0 for c in CLASSES]
+    weights = [1.0] * classes.first_logit + [
+        (count - positives.get(c, 0)) / positives[c] if positives.get(c) else 1.0 for c in classes.names]
     return torch.tensor(weights, dtype=torch.float32)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 
 from models import create_model
+from shards.classes import ClassList
 from trainer.config import ConfigError, TrainConfig
 
 
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """Registry model with only the options the user set; checks it maps S x S images to 21 logits."""
-    options = {"weights": cfg.weights} if cfg.weights else {}
+def build_model(cfg: TrainConfig, classes: ClassList) -> torch.nn.Module:
+    """Registry model with the class list's logits and only the options the user set; checks it maps
+    S x S images to those logits."""
+    options: dict = {"num_logits": classes.num_logits, **({"weights": cfg.weights} if cfg.weights else {})}
     if cfg.freeze_features:
         options["freeze_features"] = True
     try:
@@ -26,6 +28,6 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         except (RuntimeError, ValueError) as err:
             raise ConfigError(f"--image-size {cfg.image_size}: model '{cfg.model}' cannot take "
                               f"{cfg.image_size}x{cfg.image_size} inputs (try 227): {err}") from err
-    if out.shape != (1, 21):
-        raise ConfigError(f"--model {cfg.model}: emits {tuple(out.shape)}, expected (1, 21) logits")
+    if out.shape != (1, classes.num_logits):
+        raise ConfigError(f"--model {cfg.model}: emits {tuple(out.shape)}, expected (1, {classes.num_logits}) logits")
     return model.train()

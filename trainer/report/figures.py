@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from shards.classes import CLASSES
 from trainer.rundir.atomic import atomic_write
 from trainer.rundir.plots import history_figures
 from trainer.report.reference import BY_RUN
-from trainer.report.runs import RunFiles
+from trainer.report.runs import RunFiles, class_names
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -52,8 +51,9 @@ def map_bars(runs: Sequence[RunFiles], path: Path) -> Path:
 
 def ap_heatmap(runs: Sequence[RunFiles], path: Path) -> Path:
     """Per-class test AP, classes down and runs across; blank where a class had no test positive."""
+    names = class_names(list(runs))
     values = np.array([[np.nan if run.summary["per_class_ap"].get(c) is None else run.summary["per_class_ap"][c]
-                        for run in runs] for c in CLASSES], dtype=float)
+                        for run in runs] for c in names], dtype=float)
     fig = Figure(figsize=(max(5.0, 0.9 * len(runs) + 3), 8), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -62,7 +62,7 @@ def ap_heatmap(runs: Sequence[RunFiles], path: Path) -> Path:
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if value > 0.6 else "white")
     ax.set_xticks(range(len(runs)), [run.shown for run in runs], rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_title("Per-class test AP (sklearn); blank: no test positive", fontsize=10)
     fig.colorbar(image, ax=ax, label="AP")
     return save(fig, path)

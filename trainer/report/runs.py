@@ -105,3 +105,11 @@ def is_run_dir(path: str | Path) -> bool:
 def runs_under(root: str | Path) -> list[Path]:
     """The run directories directly under `root`, by name."""
     return sorted(p for p in Path(root).iterdir() if p.is_dir() and is_run_dir(p))
+
+
+def class_names(runs: list[RunFiles]) -> list[str]:
+    """The classes of the runs' per-class test AP, in their summaries' order (the class list's)."""
+    names: dict[str, None] = {}
+    for run in runs:
+        names.update(dict.fromkeys((run.summary or {}).get("per_class_ap") or {}))
+    return list(names)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from shards.classes import CLASSES
 from trainer.report.reference import BY_RUN
 from trainer.rundir.outputs import clock, four
-from trainer.report.runs import FINISHED, MISSING, RunFiles
+from trainer.report.runs import FINISHED, MISSING, RunFiles, class_names
 from trainer.config import ConfigError
 from trainer.suite.catalog import describe_changes, differences, shown_path
 
@@ -110,7 +109,8 @@ def scored(runs: Sequence[RunFiles]) -> list[RunFiles]:
 def per_class_table(runs: Sequence[RunFiles]) -> str:
     """Classes down, runs across; '-' where a class had no test positive (left out of that mean)."""
     runs = scored(runs)
-    rows = [[name, *(four(run.summary["per_class_ap"].get(name)) for run in runs)] for name in CLASSES]
+    rows = [[name, *(four(run.summary["per_class_ap"].get(name)) for run in runs)]
+            for name in class_names(runs)]
     rows.append(["**mAP**", *(f"**{four(run.summary['test_map'])}**" for run in runs)])
     rows.append(["VOC07 11-point mAP", *(four(run.summary["test_map_voc07"]) for run in runs)])
     return md_table(["class", *(run.shown for run in runs)], rows)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from shards.classes import CLASSES, NUM_CLASSES
 from trainer.rundir.atomic import atomic_write_text
 
 
@@ -72,17 +71,17 @@ def history_text(rows: Sequence[Mapping]) -> str:
     return csv_text(HISTORY_COLUMNS, cells)
 
 
-def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray) -> Path:
-    """submission.csv per SPEC: header `id,aeroplane,...,tvmonitor`, one row per image,
-    sorted by id, scores = sigmoid probabilities.
+def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray, names: Sequence[str]) -> Path:
+    """submission.csv per SPEC: header `id,<class names>` (VOC: `id,aeroplane,...,tvmonitor`), one
+    row per image, sorted by id, scores = sigmoid probabilities.
 
     ids must be strings ("000001"): an int id would lose its leading zeros. Scores are
     written with 9 significant digits, which reproduces float32 values exactly, so AP
     recomputed from the file equals AP computed in memory.
     """
     scores = np.asarray(scores)
-    if scores.shape != (len(ids), NUM_CLASSES):
-        raise ValueError(f"{path}: scores must be [{len(ids)} ids, {NUM_CLASSES} classes], "
+    if scores.shape != (len(ids), len(names)):
+        raise ValueError(f"{path}: scores must be [{len(ids)} ids, {len(names)} classes], "
                          f"got {scores.shape}")
     not_str = [i for i in ids if not isinstance(i, str)][:10]
     if not_str:
@@ -95,7 +94,7 @@ def write_submission(path: str | os.PathLike, ids: Sequence[str], scores: np.nda
         raise ValueError(f"{path}: scores must be probabilities in [0, 1] (apply sigmoid to the logits)")
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     rows = [[ids[i], *(format(float(s), ".9g") for s in scores[i])] for i in order]
-    return atomic_write_text(path, csv_text(["id", *CLASSES], rows))
+    return atomic_write_text(path, csv_text(["id", *names], rows))
 
 
 def _number(value: float | None, digits: int = 6) -> str:
@@ -122,7 +121,7 @@ def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
     ap_voc07 (11-point, difficult ignored). Classes without positives have empty AP cells."""
     rows = [
         [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c])]
-        for c, name in enumerate(CLASSES)
+        for c, name in enumerate(metrics["classes"])
     ]
     return atomic_write_text(path, csv_text(["class", "positives", "ap", "ap_voc07"], rows))
 
@@ -134,7 +133,7 @@ def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
     table.add_column("positives", justify="right")
     table.add_column("AP (sklearn)", justify="right")
     table.add_column("AP VOC07 11-pt", justify="right")
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(metrics["classes"]):
         if metrics["ap"][c] is None:
             table.add_row(name, str(metrics["positives"][c]), "[dim]missing[/dim]", "[dim]missing[/dim]")
         else:

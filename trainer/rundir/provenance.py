@@ -1,5 +1,5 @@
 """config.yaml: the resolved settings of a run with what made it (git commit, versions, world size,
-and under SLURM the job id, node list and restart count of every start)."""
+the class list it learns, and under SLURM the job id, node list and restart count of every start)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from shards.classes import VOC, ClassList, class_list
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "accelerate", "webdataset")
@@ -49,8 +50,23 @@ def slurm_start(environ: Mapping[str, str] = os.environ) -> dict | None:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def run_classes(record: Mapping) -> ClassList:
+    """The class list a run's config.yaml records; VOC's for runs from before the key existed."""
+    return class_list(record) if "classes" in record else VOC
+
+
+def same_classes(run: ClassList, shards: ClassList, what: str, shards_dir: str | os.PathLike) -> str | None:
+    """Why `what` (a run, its checkpoint or a submission, with class list `run`) cannot be used with the
+    shards of `shards_dir`, or None when both lists score alike."""
+    difference = run.difference(shards)
+    if difference is None:
+        return None
+    return (f"{what} is for classes [{run.describe()}], the shards in {shards_dir} hold [{shards.describe()}]: "
+            f"{difference}; use the shards it was made with")
+
+
 def run_config_text(settings: dict, *, world_size: int, device: str, resumed_from: str | None,
-                    earlier: dict | None = None) -> str:
+                    classes: ClassList, earlier: dict | None = None) -> str:
     """RUN/config.yaml: the settings as resolved (defaults < YAML < CLI) with what made the run.
     Under SLURM, `slurm` lists every start of the run: those of the `earlier` record (the
     config.yaml a resume found), then this one."""
@@ -62,6 +78,7 @@ def run_config_text(settings: dict, *, world_size: int, device: str, resumed_fro
     record = {
         "settings": settings,
         "world_size": world_size,
+        **classes.to_manifest(),
         "device": device,
         "resumed_from": resumed_from,
         "git": git_state(),

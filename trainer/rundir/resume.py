@@ -22,6 +22,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from shards.classes import ClassList
 from trainer.faults.agreement import agree, main_decides
 from trainer.faults.exits import BadInput
 from trainer.rundir import outputs
@@ -84,7 +85,7 @@ def resume_point(accelerator: Accelerator, run_dir: str | Path, epochs: int) -> 
 
 
 def open_run(accelerator: Accelerator, run_dir: str | Path, checkpoint: Path | None, *, settings: dict,
-             earlier: dict) -> RunState:
+             classes: ClassList, earlier: dict) -> RunState:
     """Collective. The state `checkpoint` holds (loaded into the prepared model, optimizer, scheduler
     and RNGs: rundir.checkpoint.load_checkpoint), or a fresh one; then config.yaml (`settings` and
     what made the run; `earlier`: the record a resume found) and history.csv with exactly the
@@ -95,7 +96,8 @@ def open_run(accelerator: Accelerator, run_dir: str | Path, checkpoint: Path | N
     if accelerator.is_main_process:
         try:
             record = run_config_text(settings, world_size=accelerator.num_processes, device=str(accelerator.device),
-                                     resumed_from=None if checkpoint is None else str(checkpoint), earlier=earlier)
+                                     resumed_from=None if checkpoint is None else str(checkpoint), classes=classes,
+                                     earlier=earlier)
             atomic_write_texts({run.config: record, run.history: outputs.history_text(state.history)})
         except Exception as err:  # OSError naming the file (rundir.atomic); every rank must hear of it
             error = err

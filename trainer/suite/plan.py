@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 
 from models import PretrainedWeightsMissing
+from shards.classes import class_list
+from shards.manifest import load_manifest
 from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.config import parse_config
 from trainer.config.yaml_files import read_run_record
@@ -52,7 +54,8 @@ def plan_job(run: Run, *, shards: str, runs: Path, flags: list[str], given: dict
     try:
         cfg = parse_config(job.argv)
         job.epochs = cfg.epochs
-        build_model(cfg)  # the trainer's own check of model, weights and image size (then dropped)
+        # the trainer's own check of model, weights and image size for the shards' classes (then dropped)
+        build_model(cfg, class_list(load_manifest(cfg.shards)))
     except ConfigError as err:
         missing = isinstance(err.__cause__, PretrainedWeightsMissing)
         job.state, job.note = (NO_WEIGHTS if missing else BAD_SETTINGS), str(err)

@@ -13,7 +13,7 @@ per_class_ap.csv, submission.csv (test only) and summary.json (map, map_voc07, l
 classes, which weights and epoch, split, image count), and prints the AP table.
 
 Refused with exit status 2 and one "error:" line: a RUN without config.yaml, missing weights,
-a split the shards lack, and a split packed without labels (scoring needs them; for scores
+shards of another class list than the run's, a split the shards lack, and a split packed without labels (scoring needs them; for scores
 only, run trainer.predict on the image files).
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from torch import nn
 
-from shards.classes import CLASSES
+from shards.classes import ClassList, class_list
 from shards.manifest import ManifestError, is_labeled, load_manifest, split_entry
 from shards.reader import eval_loader
 from trainer.faults.usage import OneLineParser, refuse
@@ -39,6 +39,7 @@ from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, open_run, run_sett
 from trainer.config import ConfigError, TrainConfig
 from trainer.config.fields import train_split_names
 from trainer.rundir.layout import PER_CLASS_AP, SUBMISSION, SUMMARY
+from trainer.rundir.provenance import same_classes
 
 
 def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Path, dict]:
@@ -60,17 +61,17 @@ def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Pat
     return folder, manifest
 
 
-def run_loss(cfg: TrainConfig, manifest: dict) -> nn.Module | None:
+def run_loss(cfg: TrainConfig, classes: ClassList, manifest: dict) -> nn.Module | None:
     """The run's loss (None when --pos-weight auto cannot be rebuilt: the shards have no labeled train split)."""
     if cfg.pos_weight != "auto":
-        return build_loss(cfg.loss)
+        return build_loss(cfg.loss, classes)
     try:  # the splits the run trained on, as the trainer counted their positives
         train = split_entry(manifest, "+".join(train_split_names(cfg)), cfg.shards)
     except ManifestError:
         return None
     if not is_labeled(train):
         return None
-    return build_loss(cfg.loss, auto_pos_weight(train["positives"], train["count"]))
+    return build_loss(cfg.loss, classes, auto_pos_weight(train["positives"], train["count"], classes))
 
 
 def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path, run_dir: Path,
@@ -81,8 +82,8 @@ def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path
         "run": str(run_dir), "model": run.cfg.model, "weights": run.weights.label,
         "weights_file": str(run.weights.path), "epoch": run.weights.epoch, "split": split, "shards": str(shards),
         "images": len(result.ids), "map": metrics["map"], "map_voc07": metrics["map_voc07"], "loss": result.loss,
-        "missing_classes": metrics["missing"], "per_class_ap": dict(zip(CLASSES, metrics["ap"])),
-        "per_class_ap_voc07": dict(zip(CLASSES, metrics["ap_voc07"])), "mixed_precision": precision,
+        "missing_classes": metrics["missing"], "per_class_ap": dict(zip(run.classes.names, metrics["ap"])),
+        "per_class_ap_voc07": dict(zip(run.classes.names, metrics["ap_voc07"])), "mixed_precision": precision,
         "device": device,
         "metric": "map: sklearn average_precision_score per class, mean over classes with positives; "
                   "map_voc07: 11-point interpolated, difficult-only images ignored",
@@ -114,9 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
         if args.workers is not None and args.workers < 0:
             raise ConfigError(f"--workers {args.workers}: must be at least 0")
-        cfg = run_settings(args.run)
+        cfg, classes = run_settings(args.run)
         shards, manifest = labeled_split(cfg, args.shards, args.split)
-        run, accelerator, note = open_run(args.run, cfg, args.weights, cpu=args.cpu)
+        mismatch = same_classes(classes, class_list(manifest), f"--run {args.run}", shards)
+        if mismatch:
+            raise ConfigError(mismatch)
+        run, accelerator, note = open_run(args.run, cfg, classes, args.weights, cpu=args.cpu)
     except ConfigError as err:
         return refuse(str(err))
     console.print(f"{cfg.model} at {cfg.image_size} px on {accelerator.device}, weights {run.weights.described}; "
@@ -124,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.split in train_split_names(cfg):
         console.print(f"note: the run trained on {args.split} (--train-splits {cfg.train_splits}): these scores are "
                       "not held out", highlight=False, soft_wrap=True)
-    loss_fn = run_loss(cfg, manifest)
+    loss_fn = run_loss(cfg, classes, manifest)
     if loss_fn is None:
         console.print("no loss: --pos-weight auto needs the train split's positives, and these shards have none")
     workers = args.workers if args.workers is not None else cfg.workers  # None: the run's were the default
@@ -132,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          num_workers=default_workers(1) if workers is None else workers,
                          image_size=cfg.image_size)
     try:
-        result = evaluate(run.model, loader, accelerator, split=args.split,
+        result = evaluate(run.model, loader, accelerator, classes=classes, split=args.split,
                           expected_ids=manifest["splits"][args.split]["ids"],
                           loss_fn=None if loss_fn is None else loss_fn.to(accelerator.device))
     except RuntimeError as err:  # the shards do not hold exactly the manifest's ids: the message says which
@@ -142,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outputs.write_per_class_ap(out / PER_CLASS_AP, result.metrics)
         if args.split == "test":
-            outputs.write_submission(out / SUBMISSION, result.ids, result.scores)
+            outputs.write_submission(out / SUBMISSION, result.ids, result.scores, classes.names)
         outputs.write_summary(out / SUMMARY, summary_block(
             run, result, split=args.split, shards=shards, run_dir=args.run, precision=accelerator.mixed_precision,
             device=str(accelerator.device)))

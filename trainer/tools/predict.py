@@ -33,7 +33,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
 from rich.table import Table
 
-from shards.classes import CLASSES, NUM_CLASSES
 from shards.images import ImageError, orientation
 from shards.presets import eval_transform
 from shards.reader import decode_rgb, decode_rgb_pil
@@ -105,7 +104,7 @@ def decode_image(path: Path) -> torch.Tensor:
 
 def score_files(files: Sequence[Path], run: RunModel, accelerator: Accelerator,
                 batch_size: int) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-    """(scored files, their float32 [N, 20] scores, (unreadable file, reason) pairs), in file order."""
+    """(scored files, their float32 [N, C] scores, (unreadable file, reason) pairs), in file order."""
     transform = eval_transform(run.cfg.image_size)
     scored: list[Path] = []
     chunks: list[np.ndarray] = []
@@ -127,11 +126,11 @@ def score_files(files: Sequence[Path], run: RunModel, accelerator: Accelerator,
             flush()
     if batch:
         flush()
-    scores = np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), dtype=np.float32)
+    scores = np.concatenate(chunks) if chunks else np.zeros((0, run.classes.num_classes), dtype=np.float32)
     return scored, scores, unreadable
 
 
-def top_table(files: Sequence[Path], scores: np.ndarray, k: int, title: str) -> Table:
+def top_table(files: Sequence[Path], scores: np.ndarray, names: Sequence[str], k: int, title: str) -> Table:
     """One block of k rows per image: its most probable classes, best first."""
     table = Table(title=title)
     table.add_column("image")
@@ -140,7 +139,7 @@ def top_table(files: Sequence[Path], scores: np.ndarray, k: int, title: str) -> 
     for path, row in zip(files, scores):
         best = np.argsort(-row, kind="stable")[:k]
         for rank, c in enumerate(best):
-            table.add_row(str(path) if rank == 0 else "", CLASSES[c], f"{row[c]:.4f}", end_section=rank == k - 1)
+            table.add_row(str(path) if rank == 0 else "", names[c], f"{row[c]:.4f}", end_section=rank == k - 1)
     return table
 
 
@@ -169,14 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
     try:
-        if not 1 <= args.top <= NUM_CLASSES:
-            raise ConfigError(f"--top {args.top}: must be between 1 and {NUM_CLASSES}")
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+        cfg, classes = run_settings(args.run)
+        if not 1 <= args.top <= classes.num_classes:
+            raise ConfigError(f"--top {args.top}: must be between 1 and {classes.num_classes} (the run's classes)")
         files = image_files(args.images)
         if args.out is not None:
             check_ids(files)
-        run, accelerator, note = open_run(args.run, run_settings(args.run), args.weights, cpu=args.cpu)
+        run, accelerator, note = open_run(args.run, cfg, classes, args.weights, cpu=args.cpu)
     except ConfigError as err:
         return refuse(str(err))
     console.print(f"{run.cfg.model} at {run.cfg.image_size} px on {accelerator.device}, weights "
@@ -184,11 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scored, scores, unreadable = score_files(files, run, accelerator, args.batch_size)
     if not scored:
         return refuse(f"none of the images could be scored: {summary_line(0, unreadable)}")
-    console.print(top_table(scored, scores, args.top, title=f"Top {args.top} classes, {run.weights.label} weights"))
+    console.print(top_table(scored, scores, run.classes.names, args.top, title=f"Top {args.top} classes, {run.weights.label} weights"))
     console.print(summary_line(len(scored), unreadable))
     if args.out is not None:
         try:
-            write_submission(args.out, [path.stem for path in scored], scores)
+            write_submission(args.out, [path.stem for path in scored], scores, run.classes.names)
         except OSError as err:
             return refuse(f"--out {args.out}: cannot write it ({err}); pick a writable path")
         console.print(f"wrote {args.out} ({len(scored)} rows, submission.csv format)")

@@ -1,6 +1,6 @@
 """A trained run's network with the weights one chooses, for trainer.predict and trainer.evaluate_run.
 
-The run's settings come from RUN/config.yaml (model, image size, precision, loss). Which
+The run's settings come from RUN/config.yaml (model, image size, precision, loss, class list). Which
 weights: `best` = RUN/best/model.safetensors (the best-val-mAP epoch); `final` = the
 model.safetensors of the newest complete end-of-epoch checkpoint (the model the run tested
 at its end, when it finished); or any checkpoint directory (RUN/checkpoints/epoch_0003, a
@@ -25,10 +25,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from models import list_models
+from shards.classes import ClassList
 from shards.transforms import normalize
 from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.rundir.layout import STATE_FILE, WEIGHTS_FILE, RunDir
-from trainer.config.yaml_files import read_run_settings
+from trainer.config.yaml_files import read_run_record, run_settings as recorded_settings
+from trainer.rundir.provenance import run_classes
 from trainer.recipe.network import build_model
 from trainer.config import ConfigError, TrainConfig
 
@@ -51,23 +53,25 @@ class RunModel:
     """A run's network in eval mode on the accelerator's device, with the weights it was loaded with."""
 
     cfg: TrainConfig
+    classes: ClassList  # what its logits score
     model: nn.Module
     weights: Weights
 
 
-def run_settings(run_dir: str | Path) -> TrainConfig:
-    """The settings RUN/config.yaml records, or a ConfigError naming --run."""
+def run_settings(run_dir: str | Path) -> tuple[TrainConfig, ClassList]:
+    """The settings and class list RUN/config.yaml records, or a ConfigError naming --run."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"--run: no such directory {run}; give the --out of a training run")
     try:
-        settings, path = read_run_settings(str(run))
+        record = read_run_record(run)
+        if not record:
+            raise ConfigError(f"--run {run}: has no config.yaml, so it is not a training run's --out "
+                              "(the model, image size and weights are read from there)")
+        settings, _ = recorded_settings(record, run)
     except ConfigError as err:  # its messages name --resume, the trainer's only other reader of the file
         raise ConfigError(str(err).replace("--resume: ", "--run: ", 1)) from None
-    if path is None:
-        raise ConfigError(f"--run {run}: has no config.yaml, so it is not a training run's --out "
-                          "(the model, image size and weights are read from there)")
-    return TrainConfig(**settings)
+    return TrainConfig(**settings), run_classes(record)
 
 
 def architecture(cfg: TrainConfig) -> TrainConfig:
@@ -133,9 +137,9 @@ def make_accelerator(cfg: TrainConfig, cpu: bool) -> tuple[Accelerator, str]:
     return accelerator, note
 
 
-def load_run_model(cfg: TrainConfig, weights: Weights, accelerator: Accelerator) -> RunModel:
+def load_run_model(cfg: TrainConfig, classes: ClassList, weights: Weights, accelerator: Accelerator) -> RunModel:
     """The run's network with `weights` loaded, in eval mode on the accelerator's device."""
-    model = build_model(architecture(cfg))
+    model = build_model(architecture(cfg), classes)
     try:
         state = load_file(str(weights.path))
     except (OSError, SafetensorError) as err:
@@ -147,22 +151,22 @@ def load_run_model(cfg: TrainConfig, weights: Weights, accelerator: Accelerator)
                           f"{str(err).splitlines()[0]}") from None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return RunModel(cfg, model.eval().to(accelerator.device), weights)
+    return RunModel(cfg, classes, model.eval().to(accelerator.device), weights)
 
 
-def open_run(run_dir: str | Path, cfg: TrainConfig, choice: str | None, *,
+def open_run(run_dir: str | Path, cfg: TrainConfig, classes: ClassList, choice: str | None, *,
              cpu: bool) -> tuple[RunModel, Accelerator, str]:
     """Weights, accelerator and network of a run whose settings (run_settings) are `cfg`, in that order
     (missing weights are refused before any model is built): (run model, accelerator, make_accelerator's note)."""
     weights = choose_weights(run_dir, choice, cfg.epochs)
     accelerator, note = make_accelerator(cfg, cpu)
-    return load_run_model(cfg, weights, accelerator), accelerator, note
+    return load_run_model(cfg, classes, weights, accelerator), accelerator, note
 
 
 def class_scores(run: RunModel, images: torch.Tensor, accelerator: Accelerator) -> np.ndarray:
-    """uint8 [B, 3, S, S] eval-view images -> float32 [B, 20] sigmoid scores, as trainer.evaluation.evaluate makes them."""
+    """uint8 [B, 3, S, S] eval-view images -> float32 [B, C] sigmoid scores, as trainer.evaluation.evaluate makes them."""
     with torch.no_grad():
         x = normalize(images.to(accelerator.device))
         with accelerator.autocast():
             logits = run.model(x)
-    return torch.sigmoid(logits.float()[:, 1:]).cpu().numpy()  # logit 0 is __background__
+    return torch.sigmoid(logits.float()[:, run.classes.first_logit:]).cpu().numpy()  # VOC's logit 0: __background__
