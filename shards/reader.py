@@ -215,7 +215,8 @@ class _Epoch(wds.DataPipeline):
 
 
 def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 seed: int, epoch: int, preset: str, image_size: int, split: str = "train") -> DataLoader:
+                 seed: int, epoch: int, preset: str, image_size: int, split: str = "train",
+                 erasing: float = 0.0) -> DataLoader:
     """Exactly steps_per_epoch(...) shuffled, augmented uint8 batches for this rank (see module doc)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
@@ -229,7 +230,7 @@ def train_loader(shards_dir: str | Path, *, batch_size: int, rank: int, world_si
         _TrainShards(urls, seed=seed, epoch=epoch, rank=rank, world_size=world_size),
         wds.tarfile_to_samples(handler=_warn_and_continue),
         functools.partial(_shuffled, seed_parts=seed_parts),
-        functools.partial(_decode_and_transform, transform=train_transform(preset, image_size), labeled=True,
+        functools.partial(_decode_and_transform, transform=train_transform(preset, image_size, erasing), labeled=True,
                           num_classes=num_classes),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
         functools.partial(_worker_share, total_batches=steps),

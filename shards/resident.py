@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
+from torchvision.transforms import v2
 
 from shards.decoded_cache import Decoded, entry_key, load_or_build
 from shards.device_views import crop_boxes, crop_flips, draw_flips, random_flips
 from shards.manifest import load_manifest, split_entry
+from shards.presets import CROPPING
 from shards.reader import eval_loader, sample_loader
 
 # A padded slot of RawImages when the manifest gives no sizes: the long side of VOC's widest
@@ -73,18 +74,30 @@ class RawImages:
 
 
 def train_view(source: RawImages | EvalView, index: torch.Tensor, *, preset: str, image_size: int,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator, after: v2.Transform | None = None, after_seed: int = 0) -> torch.Tensor:
     """The batch of rows `index` (on the source's device) in the train-time `preset` (shards.presets):
-    crop_flip cuts RandomResizedCrop boxes out of RawImages; flip and none start from an EvalView."""
-    if preset == "crop_flip":
+    the cropping presets cut RandomResizedCrop boxes out of RawImages; flip and none start from an
+    EvalView. `after` (shards.presets.after_crop: a policy, RandomErasing) then runs on each image."""
+    if preset in CROPPING:
         if not isinstance(source, RawImages):
-            raise TypeError("crop_flip crops the stored images: load them with load_raw")
+            raise TypeError(f"{preset} crops the stored images: load them with load_raw")
         heights, widths = source.heights[index], source.widths[index]
         boxes = crop_boxes(heights, widths, generator)
         flips = draw_flips(len(index), index.device, generator)
-        return crop_flips(source.images[index], heights, widths, source.transposed[index], boxes, flips, image_size)
-    images = source.images[index]
-    return images if preset == "none" else random_flips(images, generator)
+        images = crop_flips(source.images[index], heights, widths, source.transposed[index], boxes, flips, image_size)
+    else:
+        images = source.images[index]
+        images = images if preset == "none" else random_flips(images, generator)
+    return images if after is None else per_image(images, after, after_seed)
+
+
+def per_image(images: torch.Tensor, transform: v2.Transform, seed: int) -> torch.Tensor:
+    """`transform` on each image of a batch, its draws a function of `seed` alone. torchvision's policies
+    draw their parameters from the global CPU generator (never a sync with the device), and one
+    call on a batch would give every image the same operations: hence the loop, under a forked RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([transform(image) for image in images])
 
 
 def load_eval_view(shards_dir: str | Path, split: str, *, image_size: int, device: torch.device,

@@ -175,6 +175,8 @@ def test_resume_continues_with_the_runs_own_settings(shards_dir, saved_run, tmp_
     (["--model", "simple"], r"^--model: 'simple' differs from 'vocnet'"),
     (["--batch-size", "4"], r"^--batch-size: 4 differs from 8"),
     (["--seed", "1"], r"^--seed: 1 differs from 0"),
+    (["--mixup", "0.2"], r"^--mixup: 0\.2 differs from 0\.0"),
+    (["--random-erasing", "0.25"], r"^--random-erasing: 0\.25 differs from 0\.0"),
 ])
 def test_resume_refuses_to_change_what_the_checkpoint_fixes(shards_dir, saved_run, extra, message):
     with pytest.raises(ConfigError, match=message):

@@ -81,11 +81,12 @@ def config(shards_dir, **overrides) -> TrainConfig:
     return TrainConfig(shards=str(shards_dir), out="unused", image_size=40, batch_size=4, workers=1, **overrides)
 
 
-@pytest.mark.parametrize("augment", ["crop_flip", "flip", "none"])
+@pytest.mark.parametrize("augment", ["crop_flip", "flip", "none", "randaugment"])
 def test_an_epoch_deals_every_rank_the_same_full_batches_without_repeats(shards_dir, augment, tmp_path):
     cache = str(tmp_path / "cache")
-    ranks = [DeviceData(config(shards_dir, augment=augment, decoded_cache=cache), rank=r, world_size=2,
-                        device=torch.device("cpu")) for r in range(2)]
+    erasing = 0.5 if augment == "randaugment" else 0.0  # the per-image steps after the crop, resumed alike too
+    ranks = [DeviceData(config(shards_dir, augment=augment, decoded_cache=cache, random_erasing=erasing), rank=r,
+                        world_size=2, device=torch.device("cpu")) for r in range(2)]
     # Rank 0 decoded every split into the cache, rank 1 mapped them all (its train share too).
     assert ranks[0].source == "decoded" and ranks[1].source == "cache", (ranks[0].source, ranks[1].source)
     assert "mapped" in ranks[1].describe() and "cached in" in ranks[0].describe()

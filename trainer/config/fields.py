@@ -56,7 +56,16 @@ class TrainConfig:
     # --- loss and data view
     loss: str = field(default="multilabel_soft_margin", **_opt("loss over the 21 logits", ("multilabel_soft_margin", "bce")))
     pos_weight: str = field(default="none", **_opt("per-class positive weights for --loss bce; auto = negatives/positives from the manifest", ("none", "auto")))
-    augment: str = field(default="none", **_opt("train augmentation preset (shards.presets)", TRAIN_PRESETS))
+    augment: str = field(default="none", **_opt(
+        "train augmentation preset (shards.presets); randaugment and trivialaugment are crop_flip then torchvision's "
+        "policy", TRAIN_PRESETS))
+    random_erasing: float = field(default=0.0, **_opt(
+        "probability of torchvision's RandomErasing on each training image, after the preset (0 = off)"))
+    mixup: float = field(default=0.0, **_opt(
+        "multi-label mixup: Beta(ALPHA, ALPHA) mixing weight for images and targets (0 = off; trainer/recipe/mixing.py)"))
+    cutmix: float = field(default=0.0, **_opt(
+        "multi-label cutmix: Beta(ALPHA, ALPHA) area kept, targets mixed by the pasted area (0 = off); with "
+        "--mixup too, each batch takes one of the two at random"))
     image_size: int = field(default=227, **_opt("square input size in pixels, train and eval"))
     # --- evaluation
     test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
@@ -92,7 +101,7 @@ class TrainConfig:
 # batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
 # seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
-# loss, pos_weight, augment, image_size: what the logged history measures; one config.yaml
+# loss, pos_weight, augment (random_erasing, mixup, cutmix), image_size: what the logged history measures; one config.yaml
 #   must describe the whole run;
 # train_splits, val_split: the data the run learns from and the epochs best/ was chosen among.
 # Free to change: epochs (extend a constant-LR run), the data location (shards), where the
@@ -103,7 +112,8 @@ class TrainConfig:
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
-    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "random_erasing", "mixup", "cutmix",
+    "image_size", "train_splits", "val_split",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
 FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)

@@ -154,6 +154,11 @@ def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
         fail("momentum", f"must be in [0, 1), got {cfg.momentum}")
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
         fail("warmup_epochs", f"must be in [0, --epochs={cfg.epochs}), got {cfg.warmup_epochs}")
+    if not 0 <= cfg.random_erasing <= 1:
+        fail("random_erasing", f"is a probability: give 0 (off) to 1, got {cfg.random_erasing}")
+    for name in ("mixup", "cutmix"):
+        if getattr(cfg, name) < 0:
+            fail(name, f"is the Beta distribution's ALPHA: give 0 (off) or more (0.2 to 1 are usual), got {getattr(cfg, name)}")
 
 
 def _check_recipe(cfg: TrainConfig, fail: Fail) -> None:

@@ -4,7 +4,9 @@ Each process decodes its splits once (the streaming reader's own workers and dec
 memory on its device (shards.resident): all of train, since an epoch's permutation may hand
 it any image, and its exactly-once share of every split's eval view. From then on an epoch
 does no per-image CPU work: per batch, an index slice on the device and, for the augmenting
-presets, one batched RandomResizedCrop and/or flip (shards.device_views).
+presets, one batched RandomResizedCrop and/or flip (shards.device_views). A policy
+(randaugment, trivialaugment) and --random-erasing then run per image, on the device, as
+torchvision's per-image transforms (shards.resident.per_image).
 
 Train order: one permutation per epoch from (seed, epoch), the same on every rank, dealt so
 that rank r's batch k is positions (k * world + r) * B ... + B: every rank gets the same
@@ -22,6 +24,7 @@ import torch
 
 from shards.decoded_cache import cache_root
 from shards.manifest import load_manifest, split_entry
+from shards.presets import CROPPING, after_crop
 from shards.reader import Batch, seeded
 from shards.resident import (EvalView, RawImages, cached_eval_view, cached_raw, estimate_raw_bytes, eval_view_bytes,
                              train_view)
@@ -40,6 +43,7 @@ class DeviceData(RunData):
     def __init__(self, cfg: TrainConfig, *, rank: int, world_size: int, device: torch.device) -> None:
         super().__init__(cfg, rank=rank, world_size=world_size)
         self.device = device
+        self.after_crop = after_crop(cfg.augment, cfg.random_erasing)
         workers = 0 if cfg.debug else cfg.workers
         # Whole splits, decoded once or mapped from the decoded cache; each rank then keeps its share.
         self.cache = cache_root(cfg.decoded_cache, cfg.shards)
@@ -85,7 +89,8 @@ class DeviceData(RunData):
             index = on_device[start:start + size]
             generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, epoch, self.rank, k))
             images = train_view(source, index, preset=self.cfg.augment, image_size=self.cfg.image_size,
-                                generator=generator)
+                                generator=generator, after=self.after_crop,
+                                after_seed=_seed(self.cfg.seed, epoch, self.rank, k, "after"))
             yield images, source.states[index], [source.ids[i] for i in order[start:start + size].tolist()]
 
     def _eval_batches(self, split: str) -> list[Batch]:
@@ -111,10 +116,10 @@ class Part(NamedTuple):
 
 
 def device_parts(cfg: TrainConfig) -> list[Part]:
-    """What DeviceData holds, the part it trains from first: crop_flip crops the stored images;
+    """What DeviceData holds, the part it trains from first: the cropping presets crop the stored images;
     the other presets start from the whole eval view. Every evaluated split, as this rank's share."""
     trained = train_split(cfg)
-    first = [Part(trained, True, True), Part(trained, False, False)] if cfg.augment == "crop_flip" else \
+    first = [Part(trained, True, True), Part(trained, False, False)] if cfg.augment in CROPPING else \
         [Part(trained, False, True)]
     return first + [Part(split, False, False) for split in eval_splits(cfg)[1:]]
 

@@ -83,7 +83,7 @@ class ShardStream(RunData):
 
     def train(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         loader = train_loader(self.cfg.shards, seed=self.cfg.seed, epoch=epoch, preset=self.cfg.augment,
-                              split=self.train_split, **self._common())
+                              erasing=self.cfg.random_erasing, split=self.train_split, **self._common())
         return islice(loader, skip, self.batches)
 
     def _eval_batches(self, split: str) -> Iterable[Batch]:

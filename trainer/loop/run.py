@@ -33,6 +33,7 @@ from trainer.faults.signals import StopSignal
 from trainer.faults.watchdog import Watchdog
 from trainer.loop.progress import StartClock, TrainProgress
 from trainer.recipe.loss import auto_pos_weight, build_loss
+from trainer.recipe.mixing import build_mixer
 from trainer.recipe.network import build_model
 from trainer.recipe.optim import build_optimizer, build_scheduler
 from trainer.rundir import checkpoint
@@ -90,7 +91,7 @@ class Run:
                                       epoch=epoch)
         updates = train_updates(self.model, batches, optimizer=self.optimizer, scheduler=self.scheduler,
                                 loss_fn=self.loss_fn, accelerator=self.accelerator, first_batch=skip,
-                                channels_last=self.cfg.channels_last)
+                                channels_last=self.cfg.channels_last, mixer=build_mixer(self.cfg.mixup, self.cfg.cutmix))
         return self.watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
                                    first=skip // self.cfg.grad_accum, count="update", phase="train", epoch=epoch)
 

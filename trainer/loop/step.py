@@ -20,11 +20,12 @@ from accelerate import Accelerator
 from torch import nn
 
 from shards.transforms import normalize
+from trainer.recipe.mixing import Mixer
 
 
 def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
-               channels_last: bool = False) -> torch.Tensor:
+               channels_last: bool = False, mixer: Mixer | None = None) -> torch.Tensor:
     """One micro-batch: normalize on the device, forward, backward, and update at the window's end.
 
     images: uint8 [B,3,S,S] on any device; states: int8 label states [B,C]; loss_fn: a recipe.loss.StatesLoss.
@@ -33,11 +34,14 @@ def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, 
     with accelerator.accumulate(model):
         # uint8 crosses the host->device link (4x less than float); normalization runs on the device.
         inputs = normalize(images.to(accelerator.device, non_blocking=True))
+        mixed = None
+        if mixer is not None:  # mixup / cutmix: the loss mixes the targets alike
+            inputs, mixed = mixer(inputs)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         logits = model(inputs)
         # float32 loss even under autocast: bf16 log-sigmoid sums lose digits.
-        loss = loss_fn(logits.float(), states.to(accelerator.device, non_blocking=True))
+        loss = loss_fn(logits.float(), states.to(accelerator.device, non_blocking=True), mixed)
         accelerator.backward(loss)
         optimizer.step()  # a no-op inside an accumulation window (AcceleratedOptimizer)
         if accelerator.sync_gradients:
@@ -57,7 +61,7 @@ class EpochSoFar:
 
 def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
                   scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
-                  first_batch: int = 0, channels_last: bool = False) -> Iterator[EpochSoFar]:
+                  first_batch: int = 0, channels_last: bool = False, mixer: Mixer | None = None) -> Iterator[EpochSoFar]:
     """Train on `batches` (this rank's (images, states, ids)); yield after every optimizer update.
 
     Every rank yields at the same updates, so the caller may run collectives (stop agreement,
@@ -69,7 +73,8 @@ def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim
     start = time.perf_counter()
     for images, states, _ids in batches:
         so_far.loss_sum += train_step(model, images, states, optimizer=optimizer, scheduler=scheduler,
-                                      loss_fn=loss_fn, accelerator=accelerator, channels_last=channels_last)
+                                      loss_fn=loss_fn, accelerator=accelerator, channels_last=channels_last,
+                                      mixer=mixer)
         so_far.batch += 1
         so_far.seconds = time.perf_counter() - start
         if accelerator.sync_gradients:

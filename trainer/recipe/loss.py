@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from shards.classes import ClassList
+from trainer.recipe.mixing import Mixed
 
 
 def logit_targets(states: torch.Tensor, first_logit: int) -> torch.Tensor:
@@ -27,8 +28,10 @@ class StatesLoss(nn.Module):
         super().__init__()
         self.criterion, self.first_logit = criterion, first_logit
 
-    def forward(self, logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        return self.criterion(logits, logit_targets(states, self.first_logit))
+    def forward(self, logits: torch.Tensor, states: torch.Tensor, mixed: Mixed | None = None) -> torch.Tensor:
+        """`mixed`: the batch's images were mixed (recipe.mixing), so are its targets."""
+        targets = logit_targets(states, self.first_logit)
+        return self.criterion(logits, targets if mixed is None else mixed.targets(targets))
 
 
 def build_loss(kind: str, classes: ClassList, pos_weight: torch.Tensor | None = None) -> StatesLoss:
