@@ -125,25 +125,33 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
 
 
 def evaluate_epoch(run: Run, epoch: int, row: EpochRow) -> None:
-    """Val and train mAP into `row`; a better val mAP than any before saves best/ (--val-split none:
-    no val figures and no best/, the final model is the one tested)."""
+    """Val and train mAP into `row` (and the EMA's val mAP); a better val mAP than any before, of the
+    model or its average, saves best/ (--val-split none: no val figures and no best/, the final
+    weights are the ones tested)."""
     val = None if run.cfg.val_split == "none" else run.evaluate(run.cfg.val_split, epoch)
     row.train_map = run.evaluate(run.data.train_split, epoch).metrics["map"]
     if val is None:
         return
     row.val_loss, row.val_map = val.loss, val.metrics["map"]
+    if run.ema is not None:
+        row.ema_val_map = run.evaluate(run.cfg.val_split, epoch, ema=True).metrics["map"]
+    candidates = [(row.val_map, False), (row.ema_val_map, True)]
+    # The model wins a tie: max keeps the first of equal keys.
+    val_map, ema = max(((m, e) for m, e in candidates if m is not None), key=lambda c: c[0], default=(None, False))
     best = run.state.best_val_map
-    if row.val_map is not None and (best is None or row.val_map > best):
+    if val_map is not None and (best is None or val_map > best):
         # best/ before the checkpoint: a kill in between redoes this epoch, which rewrites best/.
-        run.save_best(epoch, row.val_map)
-        run.state.best_val_map, run.state.best_epoch = row.val_map, epoch
+        run.save_best(epoch, val_map, ema=ema)
+        run.state.best_val_map, run.state.best_epoch = val_map, epoch
+        run.state.best_weights = "ema" if ema else "model"
 
 
 def save_epoch(run: Run, row: EpochRow) -> None:
     """The epoch's checkpoint, then its history row (only now that the checkpoint exists)."""
     state = run.state
     run.state = RunState(epoch=row.epoch, wall_seconds=run.elapsed(), best_val_map=state.best_val_map,
-                         best_epoch=state.best_epoch, history=[*state.history, row.as_dict()])
+                         best_epoch=state.best_epoch, best_weights=state.best_weights,
+                         history=[*state.history, row.as_dict()])
     run.save(run.state)
     if run.accelerator.is_main_process:
         outputs.write_history(run.dir.history, run.state.history)

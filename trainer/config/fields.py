@@ -67,9 +67,14 @@ class TrainConfig:
         "multi-label cutmix: Beta(ALPHA, ALPHA) area kept, targets mixed by the pasted area (0 = off); with "
         "--mixup too, each batch takes one of the two at random"))
     image_size: int = field(default=227, **_opt("square input size in pixels, train and eval"))
+    ema_decay: float = field(default=0.0, **_opt(
+        "exponential moving average of the weights, updated after every optimizer update (0 = off; 0.999 to "
+        "0.9999 are usual); each evaluation scores it too (trainer/recipe/ema.py)"))
     # --- evaluation
     test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
-    test_with: str = field(default="final", **_opt("model that writes submission.csv", ("final", "best")))
+    test_with: str = field(default="final", **_opt(
+        "weights that write submission.csv: final; best (the best val mAP, of the model or with --ema-decay of "
+        "its average); ema (the final average)", ("final", "best", "ema")))
     # --- runtime
     mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
     cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
@@ -112,7 +117,7 @@ class TrainConfig:
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
-    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "random_erasing", "mixup", "cutmix",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "random_erasing", "mixup", "cutmix", "ema_decay",
     "image_size", "train_splits", "val_split",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).

@@ -131,6 +131,8 @@ def _check_splits(cfg: TrainConfig, fail: Fail) -> tuple[str, ...]:
     if cfg.val_split in names:
         fail("val_split", f"{cfg.val_split} is also trained on (--train-splits {cfg.train_splits}): its mAP would "
                           f"pick the best epoch on training data; give --val-split none (the final model is tested)")
+    if cfg.test_with == "ema" and cfg.ema_decay == 0:
+        fail("test_with", "ema needs an average of the weights: set --ema-decay (e.g. 0.999)")
     if cfg.val_split == "none" and cfg.test_with == "best":
         fail("test_with", "best needs a validation split, and --val-split is none: use --test-with final")
     return names
@@ -156,6 +158,8 @@ def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
         fail("warmup_epochs", f"must be in [0, --epochs={cfg.epochs}), got {cfg.warmup_epochs}")
     if not 0 <= cfg.random_erasing <= 1:
         fail("random_erasing", f"is a probability: give 0 (off) to 1, got {cfg.random_erasing}")
+    if not 0 <= cfg.ema_decay < 1:
+        fail("ema_decay", f"must be in [0, 1) (0 = off; 0.999 to 0.9999 are usual), got {cfg.ema_decay}")
     for name in ("mixup", "cutmix"):
         if getattr(cfg, name) < 0:
             fail(name, f"is the Beta distribution's ALPHA: give 0 (off) or more (0.2 to 1 are usual), got {getattr(cfg, name)}")

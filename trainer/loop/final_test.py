@@ -1,9 +1,10 @@
 """End of a run: test with the final model (and the best-val one if it differs), write the outputs.
 
-The test split is scored with the final weights first; then, when the best-val-mAP epoch is
-not the last one, best/model.safetensors is loaded and the test split scored again.
-submission.csv and per_class_ap.csv come from the model --test-with names (default final);
-summary.json says which, and holds both test mAPs. Test labels hidden (the split was packed
+The test split is scored with the final weights first, then with their average when the run
+keeps one (--ema-decay); then, when the best-val-mAP epoch is not the last one,
+best/model.safetensors is loaded and the test split scored again. submission.csv and
+per_class_ap.csv come from the weights --test-with names (default final); summary.json says
+which (`submission_model`, `submission_weights`: model or ema), and holds every test mAP. Test labels hidden (the split was packed
 without annotations): only the model that writes submission.csv is scored, and there is no test
 metric, AP table or per_class_ap.csv.
 """
@@ -32,13 +33,14 @@ class Tested:
     """The test split scored by the models of a run's end."""
 
     labeled: bool
-    used_name: str  # "final" or "best": the model that writes submission.csv
+    used_name: str  # "final", "best" or "ema": the weights that write submission.csv
     final: EvalResult | None
     best: EvalResult | None
+    ema: EvalResult | None = None  # the final average of the weights (--ema-decay)
 
     @property
     def used(self) -> EvalResult:
-        return self.best if self.used_name == "best" else self.final
+        return {"final": self.final, "best": self.best, "ema": self.ema}[self.used_name]
 
 
 def test_and_write_outputs(run: Run) -> dict:
@@ -58,19 +60,21 @@ def test_models(run: Run) -> Tested:
     best_usable = _best_is_usable(run.dir, run.state, run.say)
     if run.cfg.test_with == "best" and not best_usable:
         run.say("--test-with best: the best-val model is the final one (or unknown); using the final model")
-    used_name = "best" if run.cfg.test_with == "best" and best_usable else "final"
+    used_name = "best" if run.cfg.test_with == "best" and best_usable else \
+        "ema" if run.cfg.test_with == "ema" else "final"
     final = run.evaluate("test") if labeled or used_name == "final" else None
+    ema = run.evaluate("test", ema=True) if run.ema is not None and (labeled or used_name == "ema") else None
     best = None
     if best_usable and (labeled or used_name == "best"):
         checkpoint.load_best(run.accelerator, run.model, run.dir.root)
         best = run.evaluate("test")
-    return Tested(labeled, used_name, final, best)
+    return Tested(labeled, used_name, final, best, ema)
 
 
 def _best_is_usable(run_dir: RunDir, state: RunState, say: Say) -> bool:
     """best/ must hold the epoch the run state names (a kill between the two saves can part them)."""
-    if state.best_epoch is None or state.best_epoch == state.epoch:
-        return False
+    if state.best_epoch is None or (state.best_epoch == state.epoch and state.best_weights == "model"):
+        return False  # the final weights themselves
     try:
         saved = json.loads((run_dir.best / STATE_FILE).read_text())["epoch"]
     except (OSError, ValueError, KeyError):
@@ -107,13 +111,17 @@ def summarize(run: Run, tested: Tested) -> dict:
         "test_labeled": labeled,
         **_test_block(used),
         "submission_model": tested.used_name,
+        "submission_weights": run.state.best_weights if tested.used_name == "best" else
+        "ema" if tested.used_name == "ema" else "model",
         "submission_epoch": state.best_epoch if tested.used_name == "best" else state.epoch,
         "submission_rows": len(used.ids),
         "test_skipped_at_pack": {"count": len(skipped), "ids": skipped},
         "per_class_ap": dict(zip(run.classes.names, used.metrics["ap"])) if labeled else None,
         "per_class_ap_voc07": dict(zip(run.classes.names, used.metrics["ap_voc07"])) if labeled else None,
         "final_model": None if tested.final is None else _test_block(tested.final),
-        "best_model": None if tested.best is None else {"epoch": state.best_epoch, **_test_block(tested.best)},
+        "best_model": None if tested.best is None else {"epoch": state.best_epoch, "weights": state.best_weights,
+                                                        **_test_block(tested.best)},
+        "ema_model": None if tested.ema is None else {"decay": cfg.ema_decay, **_test_block(tested.ema)},
         "best_val_map": state.best_val_map,
         "best_val_epoch": state.best_epoch,
         # every process lifetime of the run up to its checkpoints, plus this one's test
@@ -138,9 +146,11 @@ def write_outputs(run: Run, tested: Tested, summary: dict) -> None:
         run.progress.console.print(outputs.ap_table(used.metrics, title=f"Test AP, {tested.used_name} model ({cfg.model})"))
     else:
         say(f"test labels hidden (manifest): submission.csv holds scores for {len(used.ids)} images; no test metric")
-    if tested.labeled and tested.best is not None:
-        other = tested.final if used is tested.best else tested.best
-        say(f"test mAP of the {'final' if used is tested.best else 'best-val'} model: {other.metrics['map']:.4f}")
+    if tested.labeled:
+        others = {"final": tested.final, "best-val": tested.best, "EMA": tested.ema}
+        for name, other in others.items():
+            if other is not None and other is not used:
+                say(f"test mAP of the {name} model: {other.metrics['map']:.4f}")
     skipped = run.data.skipped_at_pack["test"]
     if skipped:
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""

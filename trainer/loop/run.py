@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
+from torch.optim.swa_utils import AveragedModel
 
 from models import describe
 from shards.classes import ClassList, class_list
@@ -32,6 +33,7 @@ from trainer.faults.exits import Identity
 from trainer.faults.signals import StopSignal
 from trainer.faults.watchdog import Watchdog
 from trainer.loop.progress import StartClock, TrainProgress
+from trainer.recipe.ema import build_ema
 from trainer.recipe.loss import auto_pos_weight, build_loss
 from trainer.recipe.mixing import build_mixer
 from trainer.recipe.network import build_model
@@ -68,6 +70,7 @@ class Run:
     loss_fn: torch.nn.Module
     data: RunData
     classes: ClassList  # the data's class list: the model's logits, the columns of every score and table
+    ema: AveragedModel | None  # --ema-decay: the average of the weights (recipe/ema.py), else None
     state: RunState  # where training stands: the last epoch end, or a mid-epoch checkpoint's position
     started: float  # this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds)
 
@@ -91,7 +94,8 @@ class Run:
                                       epoch=epoch)
         updates = train_updates(self.model, batches, optimizer=self.optimizer, scheduler=self.scheduler,
                                 loss_fn=self.loss_fn, accelerator=self.accelerator, first_batch=skip,
-                                channels_last=self.cfg.channels_last, mixer=build_mixer(self.cfg.mixup, self.cfg.cutmix))
+                                channels_last=self.cfg.channels_last, mixer=build_mixer(self.cfg.mixup, self.cfg.cutmix),
+                                ema=self.ema)
         return self.watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
                                    first=skip // self.cfg.grad_accum, count="update", phase="train", epoch=epoch)
 
@@ -113,13 +117,17 @@ class Run:
         with self.watchdog.waiting(f"checkpoint {state.name()} to be saved by every rank", phase="checkpoint"):
             return checkpoint.save_checkpoint(self.accelerator, self.dir.root, state, keep=self.cfg.keep_checkpoints)
 
-    def save_best(self, epoch: int, val_map: float) -> None:
+    def save_best(self, epoch: int, val_map: float, ema: bool = False) -> None:
+        """best/ from the model's weights or (`ema`) their average."""
         with self.watchdog.waiting("best/ to be saved (barriers of every rank)", phase="checkpoint", epoch=epoch):
-            checkpoint.save_best(self.accelerator, self.model, self.dir.root, epoch=epoch, val_map=val_map)
+            checkpoint.save_best(self.accelerator, self.ema.module if ema else self.model, self.dir.root, epoch=epoch,
+                                 val_map=val_map, weights="ema" if ema else "model")
 
-    def evaluate(self, split: str, epoch: int | None = None) -> EvalResult:
-        """Collective: every image of `split` scored once across the ranks (trainer/evaluation/evaluate.py)."""
-        return evaluate_split(self.model, self.data, split, self.accelerator, self.loss_fn, watchdog=self.watchdog,
+    def evaluate(self, split: str, epoch: int | None = None, ema: bool = False) -> EvalResult:
+        """Collective: every image of `split` scored once across the ranks (trainer/evaluation/evaluate.py),
+        by the model or (`ema`) by the average of its weights."""
+        model = self.ema.module if ema else self.model
+        return evaluate_split(model, self.data, split, self.accelerator, self.loss_fn, watchdog=self.watchdog,
                               epoch=epoch)
 
 
@@ -196,6 +204,7 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
                                 warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
     with watchdog.waiting("DDP set-up (rank 0's weights broadcast to every rank)", phase="set-up"):
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ema = build_ema(accelerator, model, cfg.ema_decay)  # before a checkpoint loads: it restores the average too
 
     with watchdog.waiting("the run's state to load (--resume) and its files to be written", phase="set-up"):
         state = open_run(accelerator, cfg.out, point.checkpoint, settings=as_dict(cfg), classes=classes,
@@ -214,7 +223,7 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
                           accelerator.device)
     return Run(cfg=cfg, accelerator=accelerator, watchdog=watchdog, stop=stop, say=say, progress=progress, clock=clock,
                model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(accelerator.device),
-               data=data, classes=classes, state=state, started=wall_start - state.wall_seconds)
+               data=data, classes=classes, ema=ema, state=state, started=wall_start - state.wall_seconds)
 
 
 def print_debug_batch(say: Say, model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:

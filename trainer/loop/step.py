@@ -20,6 +20,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from shards.transforms import normalize
+from torch.optim.swa_utils import AveragedModel
+
 from trainer.recipe.mixing import Mixer
 
 
@@ -61,7 +63,8 @@ class EpochSoFar:
 
 def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
                   scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
-                  first_batch: int = 0, channels_last: bool = False, mixer: Mixer | None = None) -> Iterator[EpochSoFar]:
+                  first_batch: int = 0, channels_last: bool = False, mixer: Mixer | None = None,
+                  ema: AveragedModel | None = None) -> Iterator[EpochSoFar]:
     """Train on `batches` (this rank's (images, states, ids)); yield after every optimizer update.
 
     Every rank yields at the same updates, so the caller may run collectives (stop agreement,
@@ -69,6 +72,7 @@ def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim
     caller has already skipped them in `batches`, this only keeps the count absolute.
     """
     model.train()
+    plain = None if ema is None else accelerator.unwrap_model(model, keep_torch_compile=False)
     so_far = EpochSoFar(first_batch, torch.zeros((), device=accelerator.device), 0.0)
     start = time.perf_counter()
     for images, states, _ids in batches:
@@ -78,4 +82,6 @@ def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim
         so_far.batch += 1
         so_far.seconds = time.perf_counter() - start
         if accelerator.sync_gradients:
+            if ema is not None:  # after every real update, from this rank's (DDP-identical) weights
+                ema.update_parameters(plain)
             yield so_far

@@ -66,6 +66,7 @@ class RunState:
     wall_seconds: float = 0.0
     best_val_map: float | None = None
     best_epoch: int | None = None
+    best_weights: str = "model"  # what best/ holds: the model's weights or (--ema-decay) their average
     history: list[dict] = field(default_factory=list)  # history.csv rows of the finished epochs
 
     @property
@@ -236,7 +237,7 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> RunState:
 
 
 def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | os.PathLike, *, epoch: int,
-              val_map: float) -> None:
+              val_map: float, weights: str = "model") -> None:
     """Keep the weights of the best-val-mAP epoch in best/ (atomically, like checkpoints). Collective;
     a failed save leaves the previous best/ and raises like save_checkpoint."""
     final = RunDir(run_dir).best
@@ -254,7 +255,8 @@ def save_best(accelerator: Accelerator, model: torch.nn.Module, run_dir: str | o
     error = None
     if accelerator.is_main_process:
         def finish() -> None:
-            atomic_write_text(tmp / STATE_FILE, json.dumps({"epoch": epoch, "val_map": val_map}))
+            record = {"epoch": epoch, "val_map": val_map, **({"weights": weights} if weights != "model" else {})}
+            atomic_write_text(tmp / STATE_FILE, json.dumps(record))
             _readable_by_group(tmp)
             _move_into_place(tmp, final)
         error = _part(finish, final)

@@ -37,6 +37,7 @@ class EpochRow:
     lr: float = 0.0  # the rate the epoch started with (cosine moves it every update)
     seconds: float = 0.0  # wall time of the epoch (training + evaluation)
     images_per_s: float = 0.0  # training images of all processes per second of training
+    ema_val_map: float | None = None  # --ema-decay: the val mAP of the average of the weights
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
