@@ -6,7 +6,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from models import create_model
+from models import create_model, list_models
+from models.registry import create_architecture
 from shards.classes import VOC
 from trainer.loop.step import train_step
 from trainer.recipe.loss import build_loss
@@ -43,6 +44,13 @@ def test_head_lr_scale_gives_only_the_logit_layer_k_times_the_lr(model_name, hea
     assert all(lr == 1e-3 for name, (lr, _) in lrs.items() if name not in head_names)
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the body's lr: the one history.csv logs
     assert len(lrs) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registry_model_has_a_logit_layer(name):
+    with torch.device("meta"):
+        model = create_architecture(name, 7)
+    assert logit_layer(model, 7).out_features == 7
 
 
 def test_head_of_a_model_with_two_logit_sized_linears_is_the_last_one():

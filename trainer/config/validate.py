@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from models import check_model_name
+from models.registry import create_architecture
 from models.input_sizes import input_size_problem
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
@@ -24,6 +25,7 @@ from trainer.config.fields import TRAINABLE_SPLITS, TrainConfig, flag, lr_step_e
 from trainer.faults.disk_errors import existing_ancestor
 from trainer.faults.exits import ConfigError
 from trainer.rundir import lock
+from trainer.recipe.param_groups import logit_layer
 from trainer.rundir.checkpoint import checkpoint_dirs
 
 REQUIRED: tuple[str, ...] = ("shards", "out")
@@ -72,6 +74,8 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
                                     for n in ("model", "image_size") if (sources or {}).get(n)))
     _check_recipe(cfg, fail)
     _check_loss_and_updates(cfg, fail)
+    if cfg.head_lr_scale != 1:
+        _check_logit_layer(cfg.model, classes.num_logits, fail)
 
 
 def _check_out(cfg: TrainConfig, fail: Fail, check_in_use: bool) -> None:
@@ -209,6 +213,16 @@ def _check_loss_and_updates(cfg: TrainConfig, fail: Fail) -> None:
         fail("lr_steps", "--schedule step needs the epochs to lower the lr after, e.g. --lr-steps 10,15")
     if any(b <= a for a, b in zip(steps, steps[1:])) or not 0 < steps[0] or not steps[-1] < cfg.epochs:
         fail("lr_steps", f"{cfg.lr_steps!r}: give increasing epochs between 1 and --epochs - 1 ({cfg.epochs - 1})")
+
+
+def _check_logit_layer(model: str, num_logits: int, fail: Fail) -> None:
+    """--head-lr-scale needs a layer that makes the logits; its layers alone (meta device) tell."""
+    with torch.device("meta"):
+        network = create_architecture(model, num_logits)
+    try:
+        logit_layer(network, num_logits)
+    except ValueError as err:
+        fail("head_lr_scale", f"{err} (--model {model}); drop --head-lr-scale for this model")
 
 
 def _why_unwritable(out: Path) -> str | None:
