@@ -1,11 +1,16 @@
-"""Loss, positive weights and the learning-rate schedule the trainer builds (fast, no data)."""
+"""Loss, positive weights and the learning-rate schedule the trainer builds (fast, no data), and one
+tiny 2-process run with every loss and optimization flag (slow)."""
+
+import json
 
 import pytest
 import torch
+import yaml
 
 from shards.classes import VOC, VOC_CLASSES, ClassList
 from trainer.recipe.loss import auto_pos_weight, build_loss, logit_targets
 from trainer.recipe.optim import build_optimizer, build_scheduler
+from train_helpers import TINY, ddp, history, run
 
 
 def test_bce_equals_the_reference_soft_margin_loss():
@@ -72,3 +77,23 @@ def test_fused_optimizers_update_like_the_default_ones(name):
             optimizer.zero_grad()
         steps[fused] = model.weight.detach().clone()
     assert torch.allclose(steps[False], steps[True], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_run_with_every_loss_and_optimization_flag(shards_dir, tmp_path):
+    """One tiny DDP run through the whole recipe: it trains, tests, and records every flag."""
+    out = tmp_path / "recipe"
+    flags = ["--loss", "asl", "--label-smoothing", "0.1", "--head-lr-scale", "10", "--no-decay-norm-bias",
+             "--weight-decay", "0.01", "--clip-grad-norm", "1", "--schedule", "step", "--lr-steps", "1"]
+    run(ddp(["--shards", str(shards_dir), "--out", str(out), "--epochs", "2", *TINY, *flags]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and 0 <= summary["test_map"] <= 1
+    settings = yaml.safe_load((out / "config.yaml").read_text())["settings"]
+    assert {k: settings[k] for k in ("loss", "label_smoothing", "head_lr_scale", "decay_norm_bias", "weight_decay",
+                                     "clip_grad_norm", "schedule", "lr_steps", "lr_gamma", "asl_gamma_neg",
+                                     "asl_gamma_pos", "asl_clip", "sync_bn")} == {
+        "loss": "asl", "label_smoothing": 0.1, "head_lr_scale": 10.0, "decay_norm_bias": False,
+        "weight_decay": 0.01, "clip_grad_norm": 1.0, "schedule": "step", "lr_steps": "1", "lr_gamma": 0.1,
+        "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.0, "asl_clip": 0.05, "sync_bn": False}
+    # The body's lr at each epoch's start: TINY's 0.003, then x0.1 after epoch 1.
+    assert [float(row["lr"]) for row in history(out)] == pytest.approx([0.003, 0.0003])

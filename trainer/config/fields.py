@@ -51,10 +51,28 @@ class TrainConfig:
     lr: float = field(default=0.01, **_opt("peak learning rate (not scaled with the number of processes)"))
     momentum: float = field(default=0.9, **_opt("SGD momentum (sgd only)"))
     weight_decay: float = field(default=0.0, **_opt("weight decay (decoupled for adamw, L2 otherwise)"))
-    schedule: str = field(default="none", **_opt("learning-rate schedule", ("none", "cosine")))
-    warmup_epochs: float = field(default=0.0, **_opt("linear warm-up length for --schedule cosine (epochs, may be fractional)"))
+    schedule: str = field(default="none", **_opt("learning-rate schedule", ("none", "cosine", "step")))
+    warmup_epochs: float = field(default=0.0, **_opt(
+        "linear warm-up length for --schedule cosine or step (epochs, may be fractional)"))
+    lr_steps: str | None = field(default=None, **_opt(
+        "--schedule step: epochs after which the lr is multiplied by --lr-gamma, comma-separated and increasing, "
+        "e.g. 10,15"))
+    lr_gamma: float = field(default=0.1, **_opt("--schedule step: lr factor at each of --lr-steps"))
+    head_lr_scale: float = field(default=1.0, **_opt(
+        "lr multiplier of the layer that makes the logits (the model's last Linear to them)"))
+    # Spelled positively: argparse reads any flag starting with --no- as the off switch of a boolean.
+    decay_norm_bias: bool = field(default=True, **_opt(
+        "weight decay on normalization weights and biases too; --no-decay-norm-bias exempts them"))
+    clip_grad_norm: float = field(default=0.0, **_opt("clip the global gradient norm to this before each update (0 = off)"))
+    sync_bn: bool = field(default=False, **_opt("BatchNorm statistics over all processes (SyncBatchNorm; GPU runs)"))
     # --- loss and data view
-    loss: str = field(default="multilabel_soft_margin", **_opt("loss over the 21 logits", ("multilabel_soft_margin", "bce")))
+    loss: str = field(default="multilabel_soft_margin", **_opt(
+        "loss over the logits; asl: asymmetric loss (Ridnik et al. 2021)", ("multilabel_soft_margin", "bce", "asl")))
+    asl_gamma_neg: float = field(default=4.0, **_opt("--loss asl: focusing exponent on negatives"))
+    asl_gamma_pos: float = field(default=0.0, **_opt("--loss asl: focusing exponent on positives"))
+    asl_clip: float = field(default=0.05, **_opt("--loss asl: probability margin shifted off negatives (0 = none)"))
+    label_smoothing: float = field(default=0.0, **_opt(
+        "targets y*(1-EPS)+EPS/2 per class logit, for --loss bce or asl (0 = off)"))
     pos_weight: str = field(default="none", **_opt("per-class positive weights for --loss bce; auto = negatives/positives from the manifest", ("none", "auto")))
     augment: str = field(default="none", **_opt(
         "train augmentation preset (shards.presets); randaugment and trivialaugment are crop_flip then torchvision's "
@@ -106,8 +124,10 @@ class TrainConfig:
 # batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
 # seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
-# loss, pos_weight, augment (random_erasing, mixup, cutmix), image_size: what the logged history measures; one config.yaml
-#   must describe the whole run;
+# loss, pos_weight, asl_*, label_smoothing, augment (random_erasing, mixup, cutmix), image_size,
+#   ema_decay: what the logged history measures; one config.yaml must describe the whole run;
+# head_lr_scale, decay_norm_bias: the optimizer's parameter groups, which its saved state matches;
+# lr_steps, lr_gamma: the LR curve; clip_grad_norm, sync_bn: how every update is computed;
 # train_splits, val_split: the data the run learns from and the epochs best/ was chosen among.
 # Free to change: epochs (extend a constant-LR run), the data location (shards), where the
 # pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
@@ -117,8 +137,9 @@ class TrainConfig:
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
-    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "random_erasing", "mixup", "cutmix", "ema_decay",
-    "image_size", "train_splits", "val_split",
+    "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
+    "asl_gamma_neg", "asl_gamma_pos", "asl_clip", "label_smoothing", "head_lr_scale", "decay_norm_bias",
+    "clip_grad_norm", "sync_bn", "lr_steps", "lr_gamma", "random_erasing", "mixup", "cutmix", "ema_decay",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
 FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)
@@ -152,6 +173,11 @@ def train_split(cfg: TrainConfig) -> str:
     """The name the training data goes by in the manifest's readers: one split, or "train+val"
     (shards.manifest.split_entry merges the parts)."""
     return "+".join(train_split_names(cfg))
+
+
+def lr_step_epochs(cfg: TrainConfig) -> tuple[int, ...]:
+    """--lr-steps as epoch numbers, () when unset (validated by trainer.config)."""
+    return tuple(int(epoch) for epoch in cfg.lr_steps.split(",")) if cfg.lr_steps else ()
 
 
 def eval_splits(cfg: TrainConfig) -> tuple[str, ...]:

@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 
 from models import check_model_name
+from models.registry import create_architecture
 from models.input_sizes import input_size_problem
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
-from trainer.config.fields import TRAINABLE_SPLITS, TrainConfig, flag, scalar_type, train_split_names
+from trainer.config.fields import TRAINABLE_SPLITS, TrainConfig, flag, lr_step_epochs, scalar_type, train_split_names
 from trainer.faults.disk_errors import existing_ancestor
 from trainer.faults.exits import ConfigError
 from trainer.rundir import lock
+from trainer.recipe.param_groups import logit_layer
 from trainer.rundir.checkpoint import checkpoint_dirs
 
 REQUIRED: tuple[str, ...] = ("shards", "out")
@@ -71,6 +73,9 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
                           + "".join(f" (--{n.replace('_', '-')} from {sources[n]})"
                                     for n in ("model", "image_size") if (sources or {}).get(n)))
     _check_recipe(cfg, fail)
+    _check_loss_and_updates(cfg, fail)
+    if cfg.head_lr_scale != 1:
+        _check_logit_layer(cfg.model, classes.num_logits, fail)
 
 
 def _check_out(cfg: TrainConfig, fail: Fail, check_in_use: bool) -> None:
@@ -168,11 +173,13 @@ def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
 def _check_recipe(cfg: TrainConfig, fail: Fail) -> None:
     """Settings that only work together, and what this machine must have for them."""
     if cfg.warmup_epochs > 0 and cfg.schedule == "none":
-        fail("warmup_epochs", "warm-up is part of --schedule cosine; set --schedule cosine or drop it")
+        fail("warmup_epochs", "warm-up is part of --schedule cosine or step; set one of them or drop it")
     if cfg.pos_weight == "auto" and cfg.loss != "bce":
         fail("pos_weight", "positive weights need --loss bce (MultiLabelSoftMarginLoss has none)")
     if cfg.mixed_precision == "fp16" and _runs_on_cpu(cfg):
         fail("mixed_precision", "fp16 needs a GPU; on CPU use bf16 (or no)")
+    if cfg.sync_bn and _runs_on_cpu(cfg):
+        fail("sync_bn", "SyncBatchNorm needs GPUs (NCCL); drop --sync-bn on a CPU run")
     if cfg.log_with != "none":
         from accelerate.tracking import get_available_trackers
         installed = [str(tracker) for tracker in get_available_trackers()]
@@ -181,6 +188,50 @@ def _check_recipe(cfg: TrainConfig, fail: Fail) -> None:
         if cfg.log_with != "all" and cfg.log_with not in installed:
             # Accelerate's tracker names are their pip names (comet_ml too: pip normalizes the underscore).
             fail("log_with", f"{cfg.log_with} is not installed: pip install {cfg.log_with} (or --log-with none)")
+
+
+def _check_loss_and_updates(cfg: TrainConfig, fail: Fail) -> None:
+    """The loss's own settings, the step schedule, and the per-update knobs: each only where it acts."""
+    defaults = TrainConfig()
+    for name in ("asl_gamma_neg", "asl_gamma_pos", "asl_clip"):
+        if cfg.loss != "asl" and getattr(cfg, name) != getattr(defaults, name):
+            fail(name, f"is a setting of --loss asl (the loss is {cfg.loss}); set --loss asl or drop it")
+        if getattr(cfg, name) < 0:
+            fail(name, f"must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.asl_clip < 1:
+        fail("asl_clip", f"must be in [0, 1) (a probability margin), got {cfg.asl_clip}")
+    if not 0 <= cfg.label_smoothing < 1:
+        fail("label_smoothing", f"must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.label_smoothing and cfg.loss == "multilabel_soft_margin":
+        fail("label_smoothing", "needs --loss bce (the same loss as multilabel_soft_margin) or asl")
+    if not cfg.head_lr_scale > 0:
+        fail("head_lr_scale", f"must be > 0, got {cfg.head_lr_scale}")
+    if cfg.clip_grad_norm < 0:
+        fail("clip_grad_norm", f"must be >= 0 (0 = off), got {cfg.clip_grad_norm}")
+    if cfg.schedule != "step":
+        if cfg.lr_steps or cfg.lr_gamma != defaults.lr_gamma:
+            fail("lr_steps" if cfg.lr_steps else "lr_gamma", "is part of --schedule step; set it or drop this")
+        return
+    if not 0 < cfg.lr_gamma <= 1:
+        fail("lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
+    try:
+        steps = lr_step_epochs(cfg)
+    except ValueError:
+        fail("lr_steps", f"{cfg.lr_steps!r}: give whole epochs, comma-separated, e.g. 10,15")
+    if not steps:
+        fail("lr_steps", "--schedule step needs the epochs to lower the lr after, e.g. --lr-steps 10,15")
+    if any(b <= a for a, b in zip(steps, steps[1:])) or not 0 < steps[0] or not steps[-1] < cfg.epochs:
+        fail("lr_steps", f"{cfg.lr_steps!r}: give increasing epochs between 1 and --epochs - 1 ({cfg.epochs - 1})")
+
+
+def _check_logit_layer(model: str, num_logits: int, fail: Fail) -> None:
+    """--head-lr-scale needs a layer that makes the logits; its layers alone (meta device) tell."""
+    with torch.device("meta"):
+        network = create_architecture(model, num_logits)
+    try:
+        logit_layer(network, num_logits)
+    except ValueError as err:
+        fail("head_lr_scale", f"{err} (--model {model}); drop --head-lr-scale for this model")
 
 
 def _why_unwritable(out: Path) -> str | None:

@@ -57,6 +57,9 @@ def _coerce(name: str, kind: type, value: object, source: str) -> object:
             return float(value)
         except ValueError:
             pass
+    # `lr_steps: 10` (one epoch) is an int to YAML; its comma-separated form is a string.
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     # bool is an int subclass, but `epochs: true` is a mistake, not 1.
     if (isinstance(value, kind) or (kind is float and isinstance(value, int))) and \
             (kind is bool or not isinstance(value, bool)):

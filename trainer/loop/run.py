@@ -26,6 +26,7 @@ from shards.classes import ClassList, class_list
 from shards.manifest import load_manifest
 from shards.transforms import normalize
 from trainer.config import ConfigError, TrainConfig, as_dict
+from trainer.config.fields import lr_step_epochs
 from trainer.data.choose import open_data
 from trainer.data.stream import RunData
 from trainer.evaluation.evaluate import EvalResult, evaluate_split
@@ -34,7 +35,7 @@ from trainer.faults.signals import StopSignal
 from trainer.faults.watchdog import Watchdog
 from trainer.loop.progress import StartClock, TrainProgress
 from trainer.recipe.ema import build_ema
-from trainer.recipe.loss import auto_pos_weight, build_loss
+from trainer.recipe.loss import auto_pos_weight, run_loss
 from trainer.recipe.mixing import build_mixer
 from trainer.recipe.network import build_model
 from trainer.recipe.optim import build_optimizer, build_scheduler
@@ -95,7 +96,7 @@ class Run:
         updates = train_updates(self.model, batches, optimizer=self.optimizer, scheduler=self.scheduler,
                                 loss_fn=self.loss_fn, accelerator=self.accelerator, first_batch=skip,
                                 channels_last=self.cfg.channels_last, mixer=build_mixer(self.cfg.mixup, self.cfg.cutmix),
-                                ema=self.ema)
+                                clip_grad_norm=self.cfg.clip_grad_norm, ema=self.ema)
         return self.watchdog.watch(updates, "a training step (forward, backward, the gradient all-reduce)",
                                    first=skip // self.cfg.grad_accum, count="update", phase="train", epoch=epoch)
 
@@ -183,6 +184,8 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
         model = build_model(cfg, classes)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn:  # before the optimizer takes the parameters and before prepare wraps the model in DDP
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     clock.mark("model")
     with watchdog.waiting("the data to load (--loader: decoding onto the device, the decoded cache or another "
                           "process building it, or the shards' manifest)", phase="set-up"):
@@ -196,12 +199,15 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
     # Loss, optimizer and schedule, counted in optimizer updates.
     positives, count = data.train_positives()
     pos_weight = auto_pos_weight(positives, count, classes) if cfg.pos_weight == "auto" else None
-    loss_fn = build_loss(cfg.loss, classes, pos_weight)
+    loss_fn = run_loss(cfg, classes, pos_weight)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                fused=accelerator.device.type == "cuda")
+                                fused=accelerator.device.type == "cuda", head_lr_scale=cfg.head_lr_scale,
+                                num_logits=classes.num_logits, no_decay_norm_bias=not cfg.decay_norm_bias)
     updates_per_epoch = data.batches // cfg.grad_accum
     scheduler = build_scheduler(optimizer, cfg.schedule, total_updates=updates_per_epoch * cfg.epochs,
-                                warmup_updates=round(cfg.warmup_epochs * updates_per_epoch))
+                                warmup_updates=round(cfg.warmup_epochs * updates_per_epoch),
+                                step_updates=tuple(e * updates_per_epoch for e in lr_step_epochs(cfg)),
+                                gamma=cfg.lr_gamma)
     with watchdog.waiting("DDP set-up (rank 0's weights broadcast to every rank)", phase="set-up"):
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ema = build_ema(accelerator, model, cfg.ema_decay)  # before a checkpoint loads: it restores the average too

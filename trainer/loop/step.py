@@ -27,10 +27,11 @@ from trainer.recipe.mixing import Mixer
 
 def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
-               channels_last: bool = False, mixer: Mixer | None = None) -> torch.Tensor:
+               channels_last: bool = False, mixer: Mixer | None = None, clip_grad_norm: float = 0.0) -> torch.Tensor:
     """One micro-batch: normalize on the device, forward, backward, and update at the window's end.
 
     images: uint8 [B,3,S,S] on any device; states: int8 label states [B,C]; loss_fn: a recipe.loss.StatesLoss.
+    clip_grad_norm: when > 0, the update uses the gradient rescaled to at most this global L2 norm.
     Returns the batch's mean loss as a detached device tensor (no host sync here).
     """
     with accelerator.accumulate(model):
@@ -45,6 +46,10 @@ def train_step(model: nn.Module, images: torch.Tensor, states: torch.Tensor, *, 
         # float32 loss even under autocast: bf16 log-sigmoid sums lose digits.
         loss = loss_fn(logits.float(), states.to(accelerator.device, non_blocking=True), mixed)
         accelerator.backward(loss)
+        # Only once the window's gradients are summed (and all-reduced): a partial sum's norm means nothing.
+        # Accelerate unscales fp16 gradients first, so the bound is on the true gradient.
+        if clip_grad_norm and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()  # a no-op inside an accumulation window (AcceleratedOptimizer)
         if accelerator.sync_gradients:
             scheduler.step()  # the schedule counts real updates (step_scheduler_with_optimizer=False)
@@ -64,12 +69,13 @@ class EpochSoFar:
 def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
                   scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: nn.Module, accelerator: Accelerator,
                   first_batch: int = 0, channels_last: bool = False, mixer: Mixer | None = None,
-                  ema: AveragedModel | None = None) -> Iterator[EpochSoFar]:
+                  clip_grad_norm: float = 0.0, ema: AveragedModel | None = None) -> Iterator[EpochSoFar]:
     """Train on `batches` (this rank's (images, states, ids)); yield after every optimizer update.
 
     Every rank yields at the same updates, so the caller may run collectives (stop agreement,
     checkpoint) between them. first_batch: batches of this epoch trained before a resume; the
     caller has already skipped them in `batches`, this only keeps the count absolute.
+    clip_grad_norm: see train_step.
     """
     model.train()
     plain = None if ema is None else accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -78,7 +84,7 @@ def train_updates(model: nn.Module, batches: Iterable, *, optimizer: torch.optim
     for images, states, _ids in batches:
         so_far.loss_sum += train_step(model, images, states, optimizer=optimizer, scheduler=scheduler,
                                       loss_fn=loss_fn, accelerator=accelerator, channels_last=channels_last,
-                                      mixer=mixer)
+                                      mixer=mixer, clip_grad_norm=clip_grad_norm)
         so_far.batch += 1
         so_far.seconds = time.perf_counter() - start
         if accelerator.sync_gradients:

@@ -34,7 +34,7 @@ from trainer.faults.usage import OneLineParser, refuse
 from trainer.data.choose import default_workers
 from trainer.rundir import outputs
 from trainer.evaluation.evaluate import EvalResult, evaluate
-from trainer.recipe.loss import auto_pos_weight, build_loss
+from trainer.recipe.loss import auto_pos_weight, run_loss
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, open_run, run_settings
 from trainer.config import ConfigError, TrainConfig
 from trainer.config.fields import train_split_names
@@ -64,14 +64,14 @@ def labeled_split(cfg: TrainConfig, shards: str | None, split: str) -> tuple[Pat
 def run_loss(cfg: TrainConfig, classes: ClassList, manifest: dict) -> nn.Module | None:
     """The run's loss (None when --pos-weight auto cannot be rebuilt: the shards have no labeled train split)."""
     if cfg.pos_weight != "auto":
-        return build_loss(cfg.loss, classes)
+        return run_loss(cfg, classes)
     try:  # the splits the run trained on, as the trainer counted their positives
         train = split_entry(manifest, "+".join(train_split_names(cfg)), cfg.shards)
     except ManifestError:
         return None
     if not is_labeled(train):
         return None
-    return build_loss(cfg.loss, classes, auto_pos_weight(train["positives"], train["count"], classes))
+    return run_loss(cfg, classes, auto_pos_weight(train["positives"], train["count"], classes))
 
 
 def summary_block(run: RunModel, result: EvalResult, *, split: str, shards: Path, run_dir: Path,
