@@ -12,7 +12,7 @@ from shards.classes import VOC
 from trainer.loop.step import train_step
 from trainer.recipe.loss import build_loss
 from trainer.recipe.optim import build_optimizer, build_scheduler
-from trainer.recipe.param_groups import logit_layer
+from models.logits import logit_layer
 
 
 def groups_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[float, float]]:

@@ -18,6 +18,7 @@ import torch
 from models import check_model_name
 from models.registry import create_architecture
 from models.input_sizes import input_size_problem
+from models.logits import logit_layer
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
@@ -25,7 +26,6 @@ from trainer.config.fields import TRAINABLE_SPLITS, TrainConfig, flag, lr_step_e
 from trainer.faults.disk_errors import existing_ancestor
 from trainer.faults.exits import ConfigError
 from trainer.rundir import lock
-from trainer.recipe.param_groups import logit_layer
 from trainer.rundir.checkpoint import checkpoint_dirs
 
 REQUIRED: tuple[str, ...] = ("shards", "out")

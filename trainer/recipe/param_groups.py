@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.logits import logit_layer
+
 # Layers whose weight is a per-channel scale, not a filter: decay there shrinks activations, not capacity.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
     nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-
-
-def logit_layer(model: nn.Module, num_logits: int) -> nn.Linear:
-    """The model's last nn.Linear with `num_logits` outputs: the layer that makes the logits."""
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_logits]
-    if not heads:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear with {num_logits} outputs to scale the lr of")
-    return heads[-1]
 
 
 def no_decay_parameters(model: nn.Module) -> set[int]:
