@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=500, metavar="PIXELS", help="made-up images' longer side")
     parser.add_argument("--quality", type=int, default=90, metavar="Q", help="made-up images' JPEG quality")
     parser.add_argument("--jobs", type=int, default=2, metavar="N", help="processes drawing the made-up images")
-    parser.add_argument("--workdir", type=Path, help="where to make and pack the sets (default: a temporary folder, removed)")
+    parser.add_argument("--workdir", type=Path,
+                        help="where to make and pack the sets (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pack-rate-"))
     backgrounds = DEFAULT_BACKGROUNDS if DEFAULT_BACKGROUNDS.is_dir() else None

@@ -134,8 +134,9 @@ def _read_annotations(tree: CocoTree, data: dict, by_coco_id: dict[int, str], ca
         c = category_index.get(ann.get("category_id"))
         bbox = ann.get("bbox")
         if c is None:
-            tree.problems.setdefault(sample_id, f"annotation {ann.get('id')} has category_id {ann.get('category_id')!r}, "
-                                                f"which 'categories' of {tree.json_name} does not define")
+            tree.problems.setdefault(sample_id, f"annotation {ann.get('id')} has category_id "
+                                                f"{ann.get('category_id')!r}, which 'categories' of {tree.json_name} "
+                                                "does not define")
         elif not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
             tree.problems.setdefault(sample_id, f"annotation {ann.get('id')} in {tree.json_name}: bbox {bbox!r} "
                                                 "is not [x, y, width, height]")
@@ -210,5 +211,5 @@ def _refuse_shared_ids(splits: dict[str, list[tuple[CocoTree, list[str]]]]) -> N
                 if seen.setdefault(i, tree.name) != tree.name:
                     shared.append(f"{i} ({seen[i]} and {tree.name})")
     if shared:
-        raise SourceError(f"{len(shared)} image file name(s) are in two COCO image folders: {', '.join(shared[:_SHOWN])}; "
-                          "each sample id must be one image")
+        raise SourceError(f"{len(shared)} image file name(s) are in two COCO image folders: "
+                          f"{', '.join(shared[:_SHOWN])}; each sample id must be one image")

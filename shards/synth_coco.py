@@ -84,9 +84,9 @@ def _write_split(out: Path, split: str, ids: list[int], seed: int, options: dict
             for k, obj in enumerate(photo.objects):
                 x0, y0, x1, y1 = obj.bbox  # VOC's 1-based inclusive corners -> COCO's [x, y, w, h]
                 box = [float(x0 - 1), float(y0 - 1), float(x1 - x0 + 1), float(y1 - y0 + 1)]
-                annotations.append({"segmentation": [], "area": box[2] * box[3], "iscrowd": int(crowd[index] and k == 0),
-                                    "image_id": coco_id, "bbox": box, "category_id": CATEGORIES[index_of[obj.name]][0],
-                                    "id": 1000 * coco_id + k})
+                annotations.append({"segmentation": [], "area": box[2] * box[3],
+                                    "iscrowd": int(crowd[index] and k == 0), "image_id": coco_id, "bbox": box,
+                                    "category_id": CATEGORIES[index_of[obj.name]][0], "id": 1000 * coco_id + k})
     categories = [{"supercategory": "made up", "id": i, "name": name} for i, name in CATEGORIES]
     data = {"info": _INFO, "images": images, "licenses": _LICENSES, "categories": categories}
     if labeled:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from shards.synth import DEFAULT_BACKGROUNDS
 from shards.synth_coco import DEFAULT_SIZES, generate_coco
 from shards.synth_csv import DEFAULT_ROWS, FORMS, generate_csv
 from shards.synth_photos import MAX_SIDE
-
-DEFAULT_BACKGROUNDS = Path(__file__).resolve().parent / "backgrounds"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
