@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -39,11 +39,11 @@ __all__ = ["PackError", "PackOptions", "main", "pack", "pack_from", "pack_lock",
 SHOWN_SKIPPED = 10  # skipped ids the console names per split; manifest.json lists them all
 
 
-def pack_from(make_plan, out: Path, options: PackOptions, console: Console) -> dict:
+def pack_from(make_plan: Callable[[], Plan], out: Path, options: PackOptions, console: Console) -> dict:
     """Pack the Plan that `make_plan()` builds into `out`; returns the manifest. `out` is checked
     first, so a taken --out is refused before any source is read."""
     check_out(out)
-    plan: Plan = make_plan()
+    plan = make_plan()
     try:
         return pack_plan(plan, out, options, console)
     finally:
