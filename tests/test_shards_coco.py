@@ -243,3 +243,17 @@ def test_plan_api_packs_like_the_command(coco_root: Path, coco_shards: Path, tmp
     out = tmp_path / "api"
     manifest = pack_from(lambda: coco_plan([coco_root]), out, PackOptions(PER_SHARD, 64), Console(quiet=True))
     assert manifest["sha256"] == load_manifest(coco_shards)["sha256"]
+
+
+def test_a_file_that_is_not_a_zip_and_stray_annotations_are_named(bad_root: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    not_zip = tmp_path / "train2014.zip"
+    not_zip.write_text("not a zip")
+    assert main(_pack_args(tmp_path / "a", not_zip)) == 2
+    assert "a file but not a zip archive" in " ".join(capsys.readouterr().err.split())
+    path, data = _json(bad_root, "train2014")
+    data["annotations"][0]["image_id"] = 424242424
+    path.write_text(json.dumps(data))
+    assert main(_pack_args(tmp_path / "b", bad_root)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 annotation(s) name an image_id that 'images' does not list" in err and not (tmp_path / "b").exists()

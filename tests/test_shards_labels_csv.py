@@ -188,3 +188,11 @@ def test_bad_rows_are_refused_by_id_or_skipped_and_listed(tags: tuple[Path, Path
     skipped = load_manifest(tmp_path / "shards")["skipped"]
     assert [s["id"] for s in skipped] == [bad_id] and reason in skipped[0]["reason"]
     assert bad_id in err and "dropped by --skip-bad" in err
+
+
+def test_onehot_columns_must_be_the_classes_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv_path = _make(tmp_path / "set", form="onehot")
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES[1:]) + "\n")
+    assert _pack(csv_path, tmp_path / "o", "--classes", str(tmp_path / "classes.txt")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"column(s) {CLASSES[0]} not in --classes" in err and not (tmp_path / "o").exists()
