@@ -113,6 +113,8 @@ def _read_images(tree: CocoTree, data: dict) -> dict[int, str]:
         width, height = entry.get("width"), entry.get("height")
         if sample_id in tree.images:
             tree.problems[sample_id] = f"{file_name} is listed twice in {tree.json_name} 'images'"
+        elif "." in sample_id:  # webdataset splits a key at its first dot
+            tree.problems[sample_id] = f"{file_name}: a sample id (the name without extension) may not hold '.'"
         elif not (isinstance(width, int) and isinstance(height, int)):
             tree.problems[sample_id] = f"{tree.json_name}: image {entry['id']} has no integer width/height"
         tree.images.setdefault(sample_id, (file_name, width or 0, height or 0))
