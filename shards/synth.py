@@ -16,6 +16,9 @@ the same seed gives the same bytes.
 the XML: a VOCdevkit holding VOC2007 and VOC2012 side by side is two runs into one OUT.
 The images depend on --seed and the index only: give each year its own seed.
 
+`--format coco` and `--format csv` write a COCO 2014-format set or photos with a labels CSV
+instead (shards.synth_coco, shards.synth_csv; their own options: `--format coco --help`).
+
 `--hide-test-labels` makes the test split the way a challenge or a course hands it out
 (VOC2012 test, a Kaggle test set): its JPEGs and ImageSets/Main/test.txt, but no Annotations
 and no `<class>_test.txt`. The images are the same bytes as without the flag.
@@ -165,6 +168,10 @@ def write_image_sets(voc: Path, images: Sequence[SynthImage], hidden: Collection
             (main / f"{name}_{split}.txt").write_text(lines)
 
 
+FORMATS = ("voc", "coco", "csv")
+_FORMAT = argparse.ArgumentParser(add_help=False)
+_FORMAT.add_argument("--format", choices=FORMATS, default="voc")
+
 _worker_backgrounds: Backgrounds | None = None  # each --jobs worker's own copy, loaded once
 
 
@@ -218,7 +225,13 @@ def generate(out: Path, sizes: dict[str, int], seed: int, backgrounds_dir: Path 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    chosen, _ = _FORMAT.parse_known_args(argv)
+    if chosen.format != "voc":
+        from shards.synth_formats import main_coco, main_csv  # only what the chosen format needs
+        return (main_coco if chosen.format == "coco" else main_csv)(argv)
     parser = argparse.ArgumentParser(prog="python -m shards.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--format", choices=FORMATS, default="voc",
+                        help="voc (default): a VOCdevkit; coco: COCO 2014's layout; csv: images + labels.csv")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="VOCdevkit folder to write (DIR/VOC<year>/...)")
     parser.add_argument("--year", type=int, default=2007, choices=YEARS, metavar="YEAR",
                         help="the VOC release to imitate: folder VOC<YEAR>, its id style (default 2007)")

@@ -1,15 +1,19 @@
-"""Drawing for `shards.synth`: photographic backgrounds and the 20 object classes.
+"""Drawing for `shards.synth`: photographic backgrounds and the object classes.
 
 Each class is a fixed (shape, hue, brightness, texture) combination. Two classes share
 each shape and two share each hue, so a model must combine cues; sizes, aspect, rotation,
 colour jitter, occlusion and border cuts vary per instance. Objects stay large (20-60% of
 the short side) so that a class stays recognizable after RandomResizedCrop and
 downscaling to ~128-227 px; the `difficult` ones are small and faded, like VOC's.
+
+Any class list gets appearances the same way (`appearances`): class i of any list looks like
+VOC's class i, so VOC's images never change and a made-up COCO or CSV set is as learnable.
 """
 
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from shards.annotations import VocObject
-from shards.classes import VOC
-
-CLASS_INDEX = VOC.index()
+from shards.classes import VOC_CLASSES
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon", "cross", "ring", "ellipse", "house")
 TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")
@@ -34,14 +36,20 @@ class Appearance:
 
 def _appearance(c: int) -> Appearance:
     # Classes c and c+10 share a shape; their hues are opposite. Each hue is shared by one
-    # bright class (c < 10) and one dark class with another shape.
-    hue = ((c % 10) + (c // 10) * 5) % 10 / 10
-    sat, val = (0.9, 0.95) if c < 10 else (0.65, 0.55)
+    # bright class (c < 10) and one dark class with another shape. Past 20 classes the pattern
+    # repeats with hues shifted by half a step, so no two classes look alike.
+    hue = (((c % 10) + (c % 20 // 10) * 5) % 10 + 0.5 * (c // 20 % 2)) / 10
+    sat, val = (0.9, 0.95) if c % 20 < 10 else (0.65, 0.55)
     r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
     return Appearance(SHAPES[c % 10], (int(r * 255), int(g * 255), int(b * 255)), TEXTURES[(c // 2 + c) % 5])
 
 
-APPEARANCES = tuple(_appearance(c) for c in range(len(CLASS_INDEX)))
+def appearances(names: Sequence[str]) -> dict[str, Appearance]:
+    """name -> how its objects look, for a class list in score order."""
+    return {name: _appearance(c) for c, name in enumerate(names)}
+
+
+VOC_LOOKS = appearances(VOC_CLASSES)
 
 
 class Backgrounds:
@@ -163,12 +171,13 @@ class _Placement:
     angle: float  # radians, for the polygon shapes
 
 
-def _place(name: str, width: int, height: int, max_frac: float, rng: np.random.Generator) -> _Placement:
+def _place(name: str, width: int, height: int, max_frac: float, rng: np.random.Generator,
+           looks: Mapping[str, Appearance]) -> _Placement:
     short = min(width, height)
     difficult = rng.random() < 0.08
     frac = rng.uniform(0.08, 0.15) if difficult else rng.uniform(0.25, max_frac)
     aspect = rng.uniform(0.75, 1.33)
-    if APPEARANCES[CLASS_INDEX[name]].shape == "ellipse":
+    if looks[name].shape == "ellipse":
         aspect = rng.uniform(1.6, 2.2)  # wide ellipse: tells it from the circle
     w, h = int(short * frac * np.sqrt(aspect)), int(short * frac / np.sqrt(aspect))
     cut = rng.random() < 0.15  # allowed to hang over the border (truncated)
@@ -178,20 +187,22 @@ def _place(name: str, width: int, height: int, max_frac: float, rng: np.random.G
     return _Placement(name, difficult, x0, y0, w, h, float(rng.uniform(-0.5, 0.5)))
 
 
-def draw_objects(canvas: np.ndarray, names: list[str], rng: np.random.Generator) -> list[VocObject]:
-    """Paint objects of classes `names` onto `canvas` (in place); returns their annotations.
+def draw_objects(canvas: np.ndarray, names: list[str], rng: np.random.Generator,
+                 looks: Mapping[str, Appearance] = VOC_LOOKS) -> list[VocObject]:
+    """Paint objects of classes `names` onto `canvas` (in place); returns their annotations
+    (`looks`: how each class is drawn, VOC's by default).
 
     Large objects are painted first so smaller ones sit in front, as in a photo; one that
     ends up mostly hidden is flagged difficult, one fully hidden is dropped.
     """
     height, width = canvas.shape[:2]
     max_frac = 0.6 if len(names) <= 2 else 0.5 if len(names) <= 4 else 0.4  # crowded images, smaller objects
-    plans = sorted((_place(name, width, height, max_frac, rng) for name in names), key=lambda p: -p.w * p.h)
+    plans = sorted((_place(name, width, height, max_frac, rng, looks) for name in names), key=lambda p: -p.w * p.h)
 
     owner = np.full((height, width), -1, np.int16)  # which object each pixel shows, for occlusion
     drawn: list[tuple[int, VocObject, int]] = []
     for k, p in enumerate(plans):
-        look = APPEARANCES[CLASS_INDEX[p.name]]
+        look = looks[p.name]
         mask = _mask(look.shape, p.w, p.h, p.angle if look.shape not in ("circle", "ellipse", "ring") else 0.0)
         tex = _texture(look, p.w, p.h, rng)
         # Clip the object box to the image.

@@ -1,7 +1,9 @@
-"""shards.synth: a VOCdevkit tree that torchvision and the devkit conventions accept."""
+"""shards.synth: a VOCdevkit tree that torchvision and the devkit conventions accept (and the coco and csv formats)."""
 
 from __future__ import annotations
 
+import json
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -144,3 +146,28 @@ def test_hide_test_labels_writes_what_a_course_hands_out(tmp_path: Path) -> None
     assert all((hidden / "VOC2007" / "Annotations" / f"{i}.xml").is_file() for i in labeled)
     with pytest.raises(SystemExit):  # argparse error: nothing to hide
         main(["--out", str(tmp_path / "x"), "--train", "1", "--val", "0", "--test", "0", "--hide-test-labels"])
+
+
+def test_format_coco_writes_the_official_layout(tmp_path: Path) -> None:
+    out = tmp_path / "coco"
+    assert main(["--format", "coco", "--out", str(out), "--train", "4", "--val", "3", "--test", "2",
+                 "--hide-test-labels", "--max-side", "64", "--backgrounds", str(tmp_path / "none")]) == 0
+    for tree, n in (("train2014", 4), ("val2014", 3), ("test2014", 2)):
+        names = sorted(p.name for p in (out / tree).iterdir())
+        assert len(names) == n and all(re.fullmatch(rf"COCO_{tree}_\d{{12}}\.jpg", name) for name in names)
+    train = json.loads((out / "annotations" / "instances_train2014.json").read_text())
+    ids = [c["id"] for c in train["categories"]]
+    assert ids == sorted(ids) and ids != list(range(1, len(ids) + 1)) and max(ids) <= 40
+    assert any(" " in c["name"] for c in train["categories"])
+    assert not set(c["name"] for c in train["categories"]) & set(VOC_CLASSES)
+    hidden = json.loads((out / "annotations" / "image_info_test2014.json").read_text())
+    assert "annotations" not in hidden and len(hidden["images"]) == 2
+
+
+def test_format_csv_writes_images_and_labels(tmp_path: Path) -> None:
+    out = tmp_path / "csv"
+    assert main(["--format", "csv", "--out", str(out), "--rows", "5", "--csv-form", "onehot", "--with-split",
+                 "--max-side", "64", "--backgrounds", str(tmp_path / "none")]) == 0
+    rows = (out / "labels.csv").read_text().splitlines()
+    assert rows[0].startswith("id,") and rows[0].endswith(",split") and len(rows) == 6
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"img_{i:04d}.jpg" for i in range(5)]
