@@ -7,12 +7,12 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from models import create_model, list_models
+from models.logits import logit_layer
 from models.registry import create_architecture
 from shards.classes import VOC
 from trainer.loop.step import train_step
 from trainer.recipe.loss import build_loss
 from trainer.recipe.optim import build_optimizer, build_scheduler
-from models.logits import logit_layer
 
 
 def groups_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[float, float]]:
@@ -109,8 +109,8 @@ class Scaled(torch.nn.Module):
         super().__init__()
         self.inner, self.factor = build_loss("bce", VOC), factor
 
-    def forward(self, logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        return self.inner(logits, states) * self.factor
+    def forward(self, logits: torch.Tensor, states: torch.Tensor, mixed=None) -> torch.Tensor:
+        return self.inner(logits, states, mixed) * self.factor
 
 
 @pytest.mark.parametrize("clip", [0.0, 1.0])
