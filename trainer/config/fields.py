@@ -61,6 +61,9 @@ class TrainConfig:
     # --- evaluation
     test_frequency: int = field(default=5, **_opt("evaluate val and train mAP at epoch 1, every N epochs and the last (epochs)"))
     test_with: str = field(default="final", **_opt("model that writes submission.csv", ("final", "best")))
+    tta: str = field(default="none", **_opt(
+        "test-time augmentation of the val and test scores: flip averages each image's and its horizontal "
+        "mirror's probabilities (trainer/evaluation/tta.py)", ("none", "flip")))
     # --- runtime
     mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
     cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
@@ -92,8 +95,8 @@ class TrainConfig:
 # batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
 # seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
-# loss, pos_weight, augment, image_size: what the logged history measures; one config.yaml
-#   must describe the whole run;
+# loss, pos_weight, augment, image_size, tta: what the logged history measures (tta: the val mAP
+#   that picks best/); one config.yaml must describe the whole run;
 # train_splits, val_split: the data the run learns from and the epochs best/ was chosen among.
 # Free to change: epochs (extend a constant-LR run), the data location (shards), where the
 # pretrained file lies (weights: the checkpoint replaces those weights anyway), speed and
@@ -104,6 +107,7 @@ class TrainConfig:
 FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
     "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
+    "tta",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
 FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)

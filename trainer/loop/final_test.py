@@ -106,6 +106,7 @@ def summarize(run: Run, tested: Tested) -> dict:
         # the data it learned from and selected with; val_split "none": no best/, best_val_* null
         "train_splits": cfg.train_splits,
         "val_split": cfg.val_split,
+        "tta": cfg.tta,  # how the val and test scores were made (trainer/evaluation/tta.py)
         "test_labeled": labeled,
         **_test_block(used),
         "submission_model": tested.used_name,

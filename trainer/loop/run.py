@@ -118,8 +118,9 @@ class Run:
 
     def evaluate(self, split: str, epoch: int | None = None) -> EvalResult:
         """Collective: every image of `split` scored once across the ranks (trainer/evaluation/evaluate.py)."""
+        tta = "none" if split == self.data.train_split else self.cfg.tta  # --tta: val and test only
         return evaluate_split(self.model, self.data, split, self.accelerator, self.loss_fn, watchdog=self.watchdog,
-                              epoch=epoch)
+                              epoch=epoch, tta=tta)
 
 
 def start(cfg: TrainConfig, earlier: dict, lock: RunDirLock, watchdog: Watchdog,
