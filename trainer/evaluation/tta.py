@@ -1,8 +1,9 @@
 """Test-time augmentation: each image scored as it is and as its horizontal mirror, probabilities averaged.
 
 A mirrored photo shows the same classes (the reason the flip presets of shards.presets may train
-on it), so the mirror is a second opinion on the same labels. The average is of the probabilities (after the sigmoid), as ML-GCN/ASL's evaluation code does, not of
-the logits. `none` is the plain forward, unchanged to the last bit.
+on it), so the mirror is a second opinion on the same labels. The average is of the probabilities
+(after the sigmoid), as ML-GCN/ASL's evaluation code does, not of the logits. `none` is the plain
+forward, unchanged to the last bit.
 """
 
 from __future__ import annotations

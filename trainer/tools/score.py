@@ -169,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--year", metavar="YEAR",
                         help="with --voc: the VOC<YEAR> tree of a VOCdevkit that holds several (e.g. 2007)")
     parser.add_argument("--split", default="test", help="split to score against (default test)")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write map, map_voc07, per-class AP and the thresholded/top-3 figures here")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="also write map, map_voc07, per-class AP and the thresholded/top-3 figures here")
     return parser
 
 
