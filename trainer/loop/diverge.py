@@ -88,5 +88,5 @@ def not_finite(what: str, epoch: int, update: int, train_loss: float, lr: float,
     `epoch` made them so, before any loss was computed with them. `lr`: the rate of that update."""
     return Diverged(f"the run diverged: {what} not finite after epoch {epoch}, update {update} (the weights that "
                     f"update made; train loss {train_loss:.4g} until then, lr {lr:.3g}); stopped on every rank "
-                    f"without saving, evaluating or writing outputs from these weights ({intact_checkpoint(run_dir)}); "
+                    f"without saving or writing outputs from these weights ({intact_checkpoint(run_dir)}); "
                     f"{ADVICE}")
