@@ -54,14 +54,17 @@ def test_per_class_ap_writes_missing_classes_as_empty(tmp_path):
     states[:, VOC_CLASSES.index("bus")] = -1
     metrics = average_precisions(states, rng.random((40, VOC.num_classes)), VOC_CLASSES)
     header, *rows = _read_csv(write_per_class_ap(tmp_path / "per_class_ap.csv", metrics))
-    assert header == ["class", "positives", "ap", "ap_voc07"]
+    # the decision columns come after the AP ones, so readers of the first four keep working
+    assert header == ["class", "positives", "ap", "ap_voc07", "precision", "recall", "f1"]
     assert [r[0] for r in rows] == list(VOC_CLASSES)
     bus = rows[VOC_CLASSES.index("bus")]
-    assert bus == ["bus", "0", "", ""]  # empty, not 0: 0 would read as a real AP
+    assert bus == ["bus", "0", "", "", "", "", ""]  # empty, not 0: 0 would read as a real AP
     car = rows[VOC_CLASSES.index("car")]
     assert int(car[1]) == int(np.sum(states[:, VOC_CLASSES.index("car")] == 1))
     assert float(car[2]) == pytest.approx(metrics["ap"][VOC_CLASSES.index("car")], abs=1e-6)
     assert float(car[3]) == pytest.approx(metrics["ap_voc07"][VOC_CLASSES.index("car")], abs=1e-6)
+    for column, key in ((4, "precision"), (5, "recall"), (6, "f1")):
+        assert float(car[column]) == pytest.approx(metrics["per_class"][key][VOC_CLASSES.index("car")], abs=1e-6)
 
 
 def test_ap_table_shows_every_class_missing_ones_and_the_mean():
@@ -75,6 +78,12 @@ def test_ap_table_shows_every_class_missing_ones_and_the_mean():
     sheep_line = next(line for line in text.splitlines() if "sheep" in line)
     assert "missing" in sheep_line
     assert "mAP (1 missing, left out)" in text and "1.0000" in text
+    # every class is scored 0.5 (>= the threshold), so predicted: right but for sheep, which has no positive
+    # (left out of CP, not of OP)
+    assert "thresholded (score >= 0.5): CP 1.0000 CR 1.0000 CF1 1.0000 OP 0.9500 OR 1.0000 OF1 0.9744" in text
+    # the top 3 are the first three classes (ties to the lower index): 3 of 19 positives per image
+    assert f"top-3: CP 0.1579 CR 0.1579 CF1 0.1579 OP 1.0000 OR {3 / 19:.4f}" in text
+    assert "P@0.5" in text and "F1@0.5" in text
 
 
 def test_plot_history_writes_both_pngs(tmp_path):

@@ -120,6 +120,23 @@ def test_predict_gives_stored_test_images_the_scores_of_the_runs_submission(trai
 
 
 @pytest.mark.slow
+def test_tta_flip_gives_the_same_scores_through_predict_and_evaluate_run(trained, shards_dir, tmp_path, capsys):
+    ids = sorted(stored_jpegs(shards_dir, tmp_path / "images"))
+    code, stdout, stderr = run_module("trainer.predict", ["--run", trained, tmp_path / "images", "--weights", "final",
+                                                          "--out", tmp_path / "flip.csv", "--tta", "flip", "--cpu"],
+                                      capsys)
+    assert code == 0 and "--tta flip" in stdout, stdout + stderr
+    code, stdout, stderr = run_module("trainer.evaluate_run", ["--run", trained, "--weights", "final", "--tta", "flip",
+                                                               "--out", tmp_path / "eval", "--cpu"], capsys)
+    assert code == 0 and "tta flip" in stdout, stdout + stderr
+    predicted, evaluated = read_csv(tmp_path / "flip.csv"), read_csv(tmp_path / "eval" / "submission.csv")
+    assert list(predicted) == ids == list(evaluated)
+    assert max(np.abs(predicted[i] - evaluated[i]).max() for i in ids) < 1e-5
+    block = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert block["tta"] == "flip" and set(block["thresholded"]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
+
+
+@pytest.mark.slow
 def test_predict_reads_every_kind_of_image_and_names_the_unreadable(trained, shards_dir, tmp_path, capsys):
     stored = stored_jpegs(shards_dir, tmp_path / "stored")
     image_id, data = sorted(stored.items())[0]
@@ -191,6 +208,8 @@ def test_evaluate_run_final_on_test_reproduces_the_runs_final_test(trained, tmp_
         (final["test_map"], final["test_map_voc07"], final["missing_classes"])
     assert block["loss"] == pytest.approx(final["test_loss"], rel=1e-6)
     assert (block["weights"], block["epoch"], block["split"], block["images"]) == ("final", 3, "test", 17)
+    assert (block["thresholded"], block["top3"], block["tta"]) == \
+        (final["test_thresholded"], final["test_top3"], "none")  # the run's own tta: none
     # the run wrote its files from the final model (--test-with final): the same bytes
     assert (out / "submission.csv").read_bytes() == (trained / "submission.csv").read_bytes()
     assert (out / "per_class_ap.csv").read_bytes() == (trained / "per_class_ap.csv").read_bytes()

@@ -67,7 +67,8 @@ def _expected_json(states: np.ndarray, scores: np.ndarray) -> dict:
     m = average_precisions(states, scores, VOC_CLASSES)
     return {"map": m["map"], "map_voc07": m["map_voc07"], "ap": dict(zip(VOC_CLASSES, m["ap"])),
             "ap_voc07": dict(zip(VOC_CLASSES, m["ap_voc07"])), "positives": dict(zip(VOC_CLASSES, m["positives"])),
-            "images": len(states)}
+            "images": len(states), "thresholded": m["thresholded"], "top3": m["top3"],
+            **{key: dict(zip(VOC_CLASSES, m["per_class"][key])) for key in ("precision", "recall", "f1")}}
 
 
 def test_labels_are_the_same_from_folder_voc2007_tar_and_shards(voc_root, voc_tar, shards_dir, split_labels):
@@ -90,6 +91,8 @@ def test_trainer_submission_scores_to_the_trainer_map_from_every_source(
     assert cli.returncode == 0, cli.stderr
     assert json.loads((tmp_path / "shards.json").read_text()) == expected  # exact, not approx
     assert f"map {expected['map']:.6f}" in cli.stdout and f"map_voc07 {expected['map_voc07']:.6f}" in cli.stdout
+    assert f"CF1 {expected['thresholded']['CF1']:.4f}" in cli.stdout and \
+        f"OF1 {expected['top3']['OF1']:.4f}" in cli.stdout
 
     for name, flag in (("folder", voc_root), ("voc2007", voc_root / "VOC2007"), ("tar", voc_tar)):
         assert main([str(submission), "--voc", str(flag), "--json", str(tmp_path / f"{name}.json")]) == 0

@@ -16,6 +16,8 @@ import time
 from trainer.config import ConfigError, TrainConfig
 from trainer.config.parse import parse_run
 from trainer.config.yaml_files import read_run_record
+from trainer.evaluation.evaluate import NonFiniteScores
+from trainer.loop.diverge import LossWatch, not_finite, weights_finite
 from trainer.loop.final_test import test_and_write_outputs
 from trainer.faults.exits import EXIT_LAUNCHER_GONE, RunFault, as_fault, say_error
 from trainer.faults.launcher import LauncherWatch, launcher_pid
@@ -95,9 +97,11 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
     cfg, data, skip = run.cfg, run.data, run.state.step_in_epoch
     lr = run.scheduler.get_last_lr()[0]  # the rate the epoch starts with (cosine moves it every update)
     run.progress.start_epoch(epoch, cfg.epochs, data.batches, skip)
-    trained = None
+    trained, watch, rate = None, LossWatch(run.accelerator.device), lr
     for trained in run.updates(epoch, skip):
         update = trained.batch // cfg.grad_accum  # updates done in this epoch, the same on every rank
+        watch.see(trained.loss_sum, update, rate, run.accelerator)  # on the device: no host sync
+        rate = run.scheduler.get_last_lr()[0]
         if (start_line := run.clock.first_step()) is not None:
             run.say(start_line)
         if run.progress.live and (update % PROGRESS_EVERY == 0 or trained.batch == data.batches):
@@ -112,7 +116,9 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
         periodic = bool(cfg.checkpoint_every_steps) and \
             ((epoch - 1) * (data.batches // cfg.grad_accum) + update) % cfg.checkpoint_every_steps == 0
         if stopped or (periodic and mid_epoch):  # the epoch's end has its own
-            run.say(f"checkpoint {run.save(run.so_far(trained))}")
+            state = run.so_far(trained)  # a diverged rank raised the stop flag: its loss makes this sum not finite
+            check_finite(run, watch, state, epoch, update, trained.batch)
+            run.say(f"checkpoint {run.save(state)}")
         if stopped:
             run.say(run.stop.line(f"epoch {epoch}, update {update}", epoch_end=False))
             return None
@@ -120,21 +126,35 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
         raise RuntimeError(f"epoch {epoch}: the train loader gave {0 if trained is None else trained.batch} of "
                            f"{data.batches} batches on process {run.accelerator.process_index}")
     state = run.so_far(trained)
+    check_finite(run, watch, state, epoch, data.batches // cfg.grad_accum, trained.batch)  # before evaluating, saving
     return EpochRow(epoch=epoch, train_loss=state.partial_loss_sum / (data.batches * run.world), lr=lr,
                     images_per_s=data.batches * cfg.batch_size * run.world / max(state.partial_seconds, 1e-9))
+
+
+def check_finite(run: Run, watch: LossWatch, state: RunState, epoch: int, update: int, batch: int) -> None:
+    """Diverged on every rank when the loss summed over the ranks, or the weights, are not finite."""
+    watch.check(state.partial_loss_sum, run.accelerator, run.cfg.out, epoch)
+    if not weights_finite(run.model):
+        raise not_finite("the weights are", epoch, update, state.partial_loss_sum / (batch * run.world),
+                         watch.lrs[update], run.cfg.out)
 
 
 def evaluate_epoch(run: Run, epoch: int, row: EpochRow) -> None:
     """Val and train mAP into `row` (and the EMA's val mAP); a better val mAP than any before, of the
     model or its average, saves best/ (--val-split none: no val figures and no best/, the final
     weights are the ones tested)."""
-    val = None if run.cfg.val_split == "none" else run.evaluate(run.cfg.val_split, epoch)
-    row.train_map = run.evaluate(run.data.train_split, epoch).metrics["map"]
+    try:
+        val = None if run.cfg.val_split == "none" else run.evaluate(run.cfg.val_split, epoch)
+        row.train_map = run.evaluate(run.data.train_split, epoch).metrics["map"]
+        ema_val = run.evaluate(run.cfg.val_split, epoch, ema=True) if val is not None and run.ema is not None else None
+    except NonFiniteScores as err:  # the same gathered scores on every rank: every rank raises
+        update = run.data.batches // run.cfg.grad_accum
+        raise not_finite(f"the {err.split} scores are", epoch, update, row.train_loss, row.lr, run.cfg.out) from err
     if val is None:
         return
     row.val_loss, row.val_map = val.loss, val.metrics["map"]
-    if run.ema is not None:
-        row.ema_val_map = run.evaluate(run.cfg.val_split, epoch, ema=True).metrics["map"]
+    if ema_val is not None:
+        row.ema_val_map = ema_val.metrics["map"]
     candidates = [(row.val_map, False), (row.ema_val_map, True)]
     # The model wins a tie: max keeps the first of equal keys.
     val_map, ema = max(((m, e) for m, e in candidates if m is not None), key=lambda c: c[0], default=(None, False))

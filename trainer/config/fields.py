@@ -93,6 +93,9 @@ class TrainConfig:
     test_with: str = field(default="final", **_opt(
         "weights that write submission.csv: final; best (the best val mAP, of the model or with --ema-decay of "
         "its average); ema (the final average)", ("final", "best", "ema")))
+    tta: str = field(default="none", **_opt(
+        "test-time augmentation of the val and test scores: flip averages each image's and its horizontal "
+        "mirror's probabilities (trainer/evaluation/tta.py)", ("none", "flip")))
     # --- runtime
     mixed_precision: str = field(default="no", **_opt("autocast dtype; CPU supports bf16 only, fp16 needs a GPU", ("no", "bf16", "fp16")))
     cpu: bool = field(default=False, **_opt("run on CPU even when a GPU is visible"))
@@ -125,7 +128,8 @@ class TrainConfig:
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
 # seed: the data order of the epoch being resumed, so a mid-epoch resume skips what it saw;
 # loss, pos_weight, asl_*, label_smoothing, augment (random_erasing, mixup, cutmix), image_size,
-#   ema_decay: what the logged history measures; one config.yaml must describe the whole run;
+#   ema_decay, tta: what the logged history measures (tta: the val mAP that picks best/); one
+#   config.yaml must describe the whole run;
 # head_lr_scale, decay_norm_bias: the optimizer's parameter groups, which its saved state matches;
 # lr_steps, lr_gamma: the LR curve; clip_grad_norm, sync_bn: how every update is computed;
 # train_splits, val_split: the data the run learns from and the epochs best/ was chosen among.
@@ -139,7 +143,7 @@ FROZEN_ON_RESUME: tuple[str, ...] = (
     "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
     "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
     "asl_gamma_neg", "asl_gamma_pos", "asl_clip", "label_smoothing", "head_lr_scale", "decay_norm_bias",
-    "clip_grad_norm", "sync_bn", "lr_steps", "lr_gamma", "random_erasing", "mixup", "cutmix", "ema_decay",
+    "clip_grad_norm", "sync_bn", "lr_steps", "lr_gamma", "random_erasing", "mixup", "cutmix", "ema_decay", "tta",
 )
 # A cosine schedule spans --epochs: more epochs would bend the rest of the curve (LR jumps back up).
 FROZEN_WITH_SCHEDULE: tuple[str, ...] = ("epochs",)

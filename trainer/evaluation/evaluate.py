@@ -28,6 +28,7 @@ from shards.classes import ClassList
 from shards.transforms import normalize
 from trainer.data.stream import RunData
 from trainer.evaluation.metrics import average_precisions
+from trainer.evaluation.tta import forward_logits, probabilities
 from trainer.faults.watchdog import Watchdog
 
 UNWATCHED = Watchdog(0)  # for callers without a run's watchdog (tools, tests): declared waits are not timed
@@ -44,6 +45,14 @@ class EvalResult:
     states: np.ndarray  # int8 [N, C]: labels 1 / 0 (VOC's difficult only) / -1
     loss: float | None  # mean loss per image over the split; None without loss_fn or labels
     metrics: dict | None  # trainer.evaluation.metrics.average_precisions(states, scores, names); None without labels
+
+
+class NonFiniteScores(ValueError):
+    """Scores that are NaN or inf: the weights have diverged (trainer.loop.diverge), or a checkpoint is bad."""
+
+    def __init__(self, split: str, count: int) -> None:
+        super().__init__(f"split '{split}': {count} scores are NaN or inf (diverged weights or a bad checkpoint?)")
+        self.split = split
 
 
 def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> None:
@@ -70,7 +79,8 @@ def _check_ids(ids: Sequence[str], expected_ids: Sequence[str], split: str) -> N
 
 
 def _local_pass(
-    net: nn.Module, loader: Iterable, accelerator: Accelerator, loss_fn: LossFn | None, classes: ClassList
+    net: nn.Module, loader: Iterable, accelerator: Accelerator, loss_fn: LossFn | None, classes: ClassList,
+    tta: str = "none",
 ) -> tuple[list[str], np.ndarray, np.ndarray, float]:
     """Score this rank's share: (ids, scores [n, C], states [n, C], sum of per-image loss)."""
     ids: list[str] = []
@@ -79,14 +89,13 @@ def _local_pass(
     loss_sum = 0.0
     for images, batch_states, batch_ids in loader:
         images = normalize(images.to(accelerator.device, non_blocking=True))
-        with accelerator.autocast():
-            logits = net(images)
-        logits = logits.float()  # bf16/fp16 under autocast: scores and loss in float32
+        logits = forward_logits(net, images, accelerator)
         if loss_fn is not None:
             # loss_fn returns the batch mean; weight it by the batch size so that the split's
             # loss is the mean per image whatever the (uneven) batch sizes are.
             loss_sum += float(loss_fn(logits, batch_states.to(logits.device))) * len(batch_ids)
-        scores.append(torch.sigmoid(logits[:, classes.first_logit:]).cpu().numpy())
+        # The loss is the plain view's; --tta only changes the scores.
+        scores.append(probabilities(net, images, logits, classes.first_logit, tta, accelerator).cpu().numpy())
         states.append(batch_states.cpu().numpy().astype(np.int8))
         ids.extend(batch_ids)
     if not ids:  # a rank may legitimately get no sample (more ranks x workers than shards)
@@ -107,6 +116,7 @@ def evaluate(
     labeled: bool = True,
     watchdog: Watchdog = UNWATCHED,
     epoch: int | None = None,
+    tta: str = "none",
 ) -> EvalResult:
     """Score every image of a split once across all ranks; the same result on every rank.
 
@@ -117,7 +127,8 @@ def evaluate(
     split only names the split in error messages. labeled=False (labels hidden: the states are
     placeholders) scores and checks the ids but computes no loss and no metrics. The model's
     train/eval mode is restored. Its waits (each batch, the collectives) are declared to `watchdog`;
-    `epoch` only names where in its message.
+    `epoch` only names where in its message. tta "flip": the scores average each image's and its
+    mirror's probabilities (trainer.evaluation.tta); the loss stays the plain view's.
     """
     if not expected_ids:
         raise ValueError(f"split '{split}' has no images in the manifest: nothing to evaluate")
@@ -138,7 +149,7 @@ def evaluate(
         with torch.no_grad():
             batches = watchdog.watch(loader, f"the next batch of the {split} eval loader", phase=f"evaluate {split}",
                                      epoch=epoch)
-            local = _local_pass(net, batches, accelerator, loss_fn, classes)
+            local = _local_pass(net, batches, accelerator, loss_fn, classes, tta)
     finally:
         net.train(was_training)
 
@@ -151,6 +162,8 @@ def evaluate(
     _check_ids(ids, expected_ids, split)
     scores = np.concatenate([s for _, s, _, _ in gathered])
     states = np.concatenate([s for _, _, s, _ in gathered])
+    if not np.all(np.isfinite(scores)):  # every rank holds the same gathered scores: all raise together
+        raise NonFiniteScores(split, int(np.sum(~np.isfinite(scores))))
     order = sorted(range(len(ids)), key=ids.__getitem__)
     loss = sum(loss for _, _, _, loss in gathered) / len(ids) if loss_fn is not None else None
     return EvalResult(
@@ -164,9 +177,9 @@ def evaluate(
 
 def evaluate_split(model: nn.Module, data: RunData, split: str, accelerator: Accelerator,
                    loss_fn: LossFn | None = None, *, watchdog: Watchdog = UNWATCHED,
-                   epoch: int | None = None) -> EvalResult:
+                   epoch: int | None = None, tta: str = "none") -> EvalResult:
     """`evaluate` on one split of the run's data source (all of it; the first batches in --debug)."""
     with watchdog.waiting(f"the {split} eval loader's workers to start", phase=f"evaluate {split}", epoch=epoch):
         batches, expected_ids = data.eval(split)
     return evaluate(model, batches, accelerator, classes=data.classes, expected_ids=expected_ids, loss_fn=loss_fn,
-                    split=split, labeled=data.is_labeled(split), watchdog=watchdog, epoch=epoch)
+                    split=split, labeled=data.is_labeled(split), watchdog=watchdog, epoch=epoch, tta=tta)

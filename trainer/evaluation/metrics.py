@@ -24,6 +24,9 @@ than VOC have no difficult flag (states 1/-1 only), so there both figures count 
 
 A class with no positive image has no AP (sklearn would say 0.0 with a warning): it is
 None in the lists, named in "missing" and left out of the means.
+
+Beside the APs, the same arrays give the thresholded and top-3 figures of ML-GCN/ASL/mmpretrain
+(trainer.evaluation.label_metrics), so every labelled evaluation reports both kinds.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from trainer.evaluation.label_metrics import label_metrics
 
 # The ports' thresholds, float quirks included (see the module docstring): not k / 10.
 VOC07_RECALL_POINTS: np.ndarray = np.arange(0.0, 1.1, 0.1)
@@ -95,7 +100,8 @@ def average_precisions(states: np.ndarray, scores: np.ndarray, names: Sequence[s
     scores: float [N, C] any monotone score per class (sigmoid probabilities here).
     Returns {"classes": names, "ap", "ap_voc07": list of C float|None in that order, "map",
     "map_voc07": float|None (None only if no class has a positive), "missing": class names
-    without a positive image, "positives": images with state 1 per class}.
+    without a positive image, "positives": images with state 1 per class, and label_metrics's
+    "thresholded", "top3" (CP, CR, CF1, OP, OR, OF1) and "per_class" (precision, recall, F1 at 0.5)}.
     """
     import sklearn.metrics  # here, not at the top: ~1 s of a run's start, and the first step needs none of it
 
@@ -118,4 +124,5 @@ def average_precisions(states: np.ndarray, scores: np.ndarray, names: Sequence[s
         "map_voc07": _mean_or_none(ap_voc07),
         "missing": [name for name, n in zip(names, positives) if n == 0],
         "positives": positives,
+        **label_metrics(states, scores, names),
     }

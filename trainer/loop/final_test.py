@@ -23,7 +23,8 @@ from trainer.rundir.layout import PER_CLASS_AP, STATE_FILE, SUBMISSION, RunDir
 
 METRIC = ("test_map: sklearn average_precision_score per class, mean over classes with positives; "
           "test_map_voc07: 11-point interpolated as the VOC devkit's Python ports, difficult-only "
-          "images ignored")
+          "images ignored; test_thresholded / test_top3: CP, CR, CF1, OP, OR, OF1 of the predictions "
+          "score >= 0.5 / each image's 3 highest scores (docs/training.md, Metrics)")
 NO_METRIC = ("no test metric: the test split was packed without annotations (labels hidden); "
              "submission.csv holds the scores to hand in")
 
@@ -88,9 +89,10 @@ def _best_is_usable(run_dir: RunDir, state: RunState, say: Say) -> bool:
 
 def _test_block(result: EvalResult) -> dict:
     """The test figures of one model; all None when the test labels are hidden."""
-    metrics = result.metrics or {"map": None, "map_voc07": None, "missing": None}
+    metrics = result.metrics or {"map": None, "map_voc07": None, "missing": None, "thresholded": None, "top3": None}
     return {"test_map": metrics["map"], "test_map_voc07": metrics["map_voc07"], "test_loss": result.loss,
-            "missing_classes": metrics["missing"]}
+            "missing_classes": metrics["missing"], "test_thresholded": metrics["thresholded"],
+            "test_top3": metrics["top3"]}
 
 
 def summarize(run: Run, tested: Tested) -> dict:
@@ -108,6 +110,7 @@ def summarize(run: Run, tested: Tested) -> dict:
         # the data it learned from and selected with; val_split "none": no best/, best_val_* null
         "train_splits": cfg.train_splits,
         "val_split": cfg.val_split,
+        "tta": cfg.tta,  # how the val and test scores were made (trainer/evaluation/tta.py)
         "test_labeled": labeled,
         **_test_block(used),
         "submission_model": tested.used_name,

@@ -128,8 +128,9 @@ class Run:
         """Collective: every image of `split` scored once across the ranks (trainer/evaluation/evaluate.py),
         by the model or (`ema`) by the average of its weights."""
         model = self.ema.module if ema else self.model
+        tta = "none" if split == self.data.train_split else self.cfg.tta  # --tta: val and test only
         return evaluate_split(model, self.data, split, self.accelerator, self.loss_fn, watchdog=self.watchdog,
-                              epoch=epoch)
+                              epoch=epoch, tta=tta)
 
 
 def start(cfg: TrainConfig, earlier: dict, lock: RunDirLock, watchdog: Watchdog,

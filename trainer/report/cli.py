@@ -21,7 +21,7 @@ from pathlib import Path
 from trainer.report import figures
 from trainer.rundir.atomic import atomic_write_text
 from trainer.report.reference import BY_RUN, SECTIONS
-from trainer.report.tables import per_class_table, provenance_table, results_table, scored
+from trainer.report.tables import decisions_table, per_class_table, provenance_table, results_table, scored
 from trainer.report.runs import MISSING, RunFiles, is_run_dir, read_run, runs_under
 from trainer.suite.catalog import SUITES_FILE, SuiteError, load_suites, shown_path
 
@@ -132,6 +132,11 @@ def write_report(paths: list[str], out: Path, suite: str = "report", suites_file
         lines += ["## Per-class test AP\n", "Test AP per class (sklearn) of the model each run's figures come from; "
                   "`-`: no test positive of that class (left out of the mean).\n", per_class_table(with_ap),
                   f"![per-class test AP]({figures.ap_heatmap(with_ap, picture('ap')).name})\n"]
+        lines += ["## Thresholded and top-3 test metrics\n",
+                  "The figures of ML-GCN/ASL beside mAP, from the same test scores: a class is predicted when its "
+                  "score is >= 0.5 (@0.5) or among the image's 3 highest (top-3). CP/CR: mean per-class precision/"
+                  "recall over classes with positives, CF1 their F1; OP/OR/OF1 over all predictions "
+                  "(docs/training.md, Metrics).\n", decisions_table(with_ap)]
     with_history = [run for run in runs if run.history]
     if with_history:
         lines.append("## Curves\n")

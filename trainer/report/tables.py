@@ -116,6 +116,20 @@ def per_class_table(runs: Sequence[RunFiles]) -> str:
     return md_table(["class", *(run.shown for run in runs)], rows)
 
 
+DECISION_MEANS: tuple[str, ...] = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+def decisions_table(runs: Sequence[RunFiles]) -> str:
+    """Runs down; the thresholded (score >= 0.5) and top-3 CP..OF1 of each run's submission model.
+    '-' for a run whose summary.json predates these figures."""
+    rows = []
+    for run in scored(runs):
+        blocks = [run.summary.get("test_thresholded") or {}, run.summary.get("test_top3") or {}]
+        rows.append([run.shown, *(four(block.get(key)) for block in blocks for key in DECISION_MEANS)])
+    header = [f"{kind} {key}" for kind in ("@0.5", "top-3") for key in DECISION_MEANS]
+    return md_table(["run", *header], rows)
+
+
 def provenance_table(runs: Sequence[RunFiles]) -> str:
     rows = []
     for run in runs:

@@ -119,26 +119,45 @@ def clock(seconds: float | None) -> str:
 
 def write_per_class_ap(path: str | os.PathLike, metrics: Mapping) -> Path:
     """per_class_ap.csv: class, positives (images with state 1), ap (sklearn, the headline),
-    ap_voc07 (11-point, difficult ignored). Classes without positives have empty AP cells."""
+    ap_voc07 (11-point, difficult ignored), then precision, recall and f1 at the 0.5 threshold
+    (trainer.evaluation.label_metrics; after the AP columns, so readers of the first four keep
+    working). Classes without positives have empty AP, recall, precision and F1 cells."""
+    per_class = metrics["per_class"]
     rows = [
-        [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c])]
+        [name, metrics["positives"][c], _number(metrics["ap"][c]), _number(metrics["ap_voc07"][c]),
+         *(_number(per_class[key][c]) for key in DECISION_COLUMNS)]
         for c, name in enumerate(metrics["classes"])
     ]
-    return atomic_write_text(path, csv_text(["class", "positives", "ap", "ap_voc07"], rows))
+    return atomic_write_text(path, csv_text(["class", "positives", "ap", "ap_voc07", *DECISION_COLUMNS], rows))
+
+
+DECISION_COLUMNS: tuple[str, ...] = ("precision", "recall", "f1")  # per_class_ap.csv's, at the 0.5 threshold
+
+
+def decision_line(name: str, means: Mapping) -> str:
+    """`thresholded: CP 0.7000 CR ... OF1 0.6500` ('-' where a figure is None)."""
+    return f"{name}: " + " ".join(f"{key} {four(means[key])}" for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"))
 
 
 def ap_table(metrics: Mapping, title: str = "Per-class AP") -> Table:
-    """A rich table of per-class AP with the two means in the last row."""
-    table = Table(title=title)
+    """A rich table of per-class AP and precision/recall/F1 at 0.5, with the two mAPs in the last row
+    and the thresholded and top-3 CP..OF1 in the caption."""
+    table = Table(title=title, caption="\n".join(
+        [decision_line("thresholded (score >= 0.5)", metrics["thresholded"]),
+         decision_line("top-3", metrics["top3"])]))
     table.add_column("class")
     table.add_column("positives", justify="right")
     table.add_column("AP (sklearn)", justify="right")
     table.add_column("AP VOC07 11-pt", justify="right")
+    for header in ("P@0.5", "R@0.5", "F1@0.5"):
+        table.add_column(header, justify="right")
+    per_class = metrics["per_class"]
     for c, name in enumerate(metrics["classes"]):
         if metrics["ap"][c] is None:
-            table.add_row(name, str(metrics["positives"][c]), "[dim]missing[/dim]", "[dim]missing[/dim]")
+            table.add_row(name, str(metrics["positives"][c]), *["[dim]missing[/dim]"] * 5)
         else:
-            table.add_row(name, str(metrics["positives"][c]), four(metrics["ap"][c]), four(metrics["ap_voc07"][c]))
+            table.add_row(name, str(metrics["positives"][c]), four(metrics["ap"][c]), four(metrics["ap_voc07"][c]),
+                          *(four(per_class[key][c]) for key in DECISION_COLUMNS))
     table.add_section()
     missing = f" ({len(metrics['missing'])} missing, left out)" if metrics["missing"] else ""
     table.add_row(f"[bold]mAP[/bold]{missing}", "", four(metrics["map"]), four(metrics["map_voc07"]))

@@ -1,7 +1,7 @@
 """Score your own images with a trained run: the top classes of each, optionally a submission CSV.
 
   python -m trainer.predict --run RUN IMAGES_OR_FOLDERS... [--weights best|final|CHECKPOINT_DIR]
-                            [--top K] [--out CSV] [--batch-size N] [--cpu]
+                            [--top K] [--out CSV] [--batch-size N] [--tta none|flip] [--cpu]
 
 One process, on the GPU when there is one (--cpu: on the CPU). The network, image size and
 precision are the run's (RUN/config.yaml); the weights are best/ (default, when the run has
@@ -36,6 +36,7 @@ from rich.table import Table
 from shards.images import ImageError, orientation
 from shards.presets import eval_transform
 from shards.reader import decode_rgb, decode_rgb_pil
+from trainer.evaluation.tta import TTA_CHOICES
 from trainer.faults.usage import OneLineParser, refuse
 from trainer.rundir.outputs import write_submission
 from trainer.tools.run_model import WEIGHT_CHOICES, RunModel, class_scores, open_run, run_settings
@@ -102,9 +103,10 @@ def decode_image(path: Path) -> torch.Tensor:
         raise Unreadable(f"does not decode: {str(err).split(', ')[-1]}") from None
 
 
-def score_files(files: Sequence[Path], run: RunModel, accelerator: Accelerator,
-                batch_size: int) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-    """(scored files, their float32 [N, C] scores, (unreadable file, reason) pairs), in file order."""
+def score_files(files: Sequence[Path], run: RunModel, accelerator: Accelerator, batch_size: int,
+                tta: str = "none") -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+    """(scored files, their float32 [N, C] scores, (unreadable file, reason) pairs), in file order.
+    tta: trainer.evaluation.tta."""
     transform = eval_transform(run.cfg.image_size)
     scored: list[Path] = []
     chunks: list[np.ndarray] = []
@@ -112,7 +114,7 @@ def score_files(files: Sequence[Path], run: RunModel, accelerator: Accelerator,
     batch: list[tuple[Path, torch.Tensor]] = []
 
     def flush() -> None:
-        chunks.append(class_scores(run, torch.stack([image for _, image in batch]), accelerator))
+        chunks.append(class_scores(run, torch.stack([image for _, image in batch]), accelerator, tta))
         scored.extend(path for path, _ in batch)
         batch.clear()
 
@@ -159,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
     parser.add_argument("--out", type=Path, metavar="CSV", help="also write the scores in the submission.csv format")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward (default 32)")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="flip: average each image's and its mirror's probabilities (default none, whatever "
+                             "the run used: a prediction is of one image as it is unless asked)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
     return parser
 
@@ -180,8 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         return refuse(str(err))
     console.print(f"{run.cfg.model} at {run.cfg.image_size} px on {accelerator.device}, weights "
-                  f"{run.weights.described}" + (f" ({note})" if note else ""))
-    scored, scores, unreadable = score_files(files, run, accelerator, args.batch_size)
+                  f"{run.weights.described}" + (f" ({note})" if note else "")
+                  + ("; --tta flip: each image and its mirror" if args.tta == "flip" else ""))
+    scored, scores, unreadable = score_files(files, run, accelerator, args.batch_size, args.tta)
     if not scored:
         return refuse(f"none of the images could be scored: {summary_line(0, unreadable)}")
     console.print(top_table(scored, scores, run.classes.names, args.top, title=f"Top {args.top} classes, {run.weights.label} weights"))

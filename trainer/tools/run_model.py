@@ -27,6 +27,7 @@ from torch import nn
 from models import list_models
 from shards.classes import ClassList
 from shards.transforms import normalize
+from trainer.evaluation.tta import forward_logits, probabilities
 from trainer.rundir.checkpoint import latest_checkpoint
 from trainer.rundir.layout import STATE_FILE, WEIGHTS_FILE, RunDir
 from trainer.config.yaml_files import read_run_record, run_settings as recorded_settings
@@ -163,10 +164,10 @@ def open_run(run_dir: str | Path, cfg: TrainConfig, classes: ClassList, choice: 
     return load_run_model(cfg, classes, weights, accelerator), accelerator, note
 
 
-def class_scores(run: RunModel, images: torch.Tensor, accelerator: Accelerator) -> np.ndarray:
-    """uint8 [B, 3, S, S] eval-view images -> float32 [B, C] sigmoid scores, as trainer.evaluation.evaluate makes them."""
+def class_scores(run: RunModel, images: torch.Tensor, accelerator: Accelerator, tta: str = "none") -> np.ndarray:
+    """uint8 [B, 3, S, S] eval-view images -> float32 [B, C] sigmoid scores, as trainer.evaluation.evaluate makes
+    them (tta: trainer.evaluation.tta; VOC's logit 0, __background__, is left out)."""
     with torch.no_grad():
         x = normalize(images.to(accelerator.device))
-        with accelerator.autocast():
-            logits = run.model(x)
-    return torch.sigmoid(logits.float()[:, run.classes.first_logit:]).cpu().numpy()  # VOC's logit 0: __background__
+        logits = forward_logits(run.model, x, accelerator)
+        return probabilities(run.model, x, logits, run.classes.first_logit, tta, accelerator).cpu().numpy()

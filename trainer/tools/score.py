@@ -6,8 +6,10 @@
 or VOCtest_06-Nov-2007.tar (read in place); --shards a folder packed by shards.pack (VOC, COCO or
 a labels CSV: the header then follows the class list of its manifest.json). Prints the
 per-class AP table and both mAPs, "map" (sklearn AP, the headline) and "map_voc07" (11-point,
-difficult-only images ignored), computed by trainer.evaluation.metrics as in a run: the submission.csv a
-run writes scores to exactly that run's test mAP. --json OUT also writes them as JSON.
+difficult-only images ignored), and the thresholded (score >= 0.5) and top-3 CP, CR, CF1, OP, OR,
+OF1, computed by trainer.evaluation.metrics as in a run: the submission.csv a run writes scores to
+exactly that run's test figures. --json OUT also writes them as JSON. The thresholded figures read
+the scores as probabilities: a submission on another scale still ranks right (mAP) but decides wrong.
 
 Refused with exit status 2 and one "error:" line: a missing or unreadable file; a header that
 is not exactly id,<the classes in order> (VOC: id,aeroplane,...,tvmonitor, docs/SPEC.md); a row
@@ -146,9 +148,12 @@ def align(submission: Submission, path: str | Path, split_ids: Sequence[str], sp
 
 
 def scores_json(metrics: dict, images: int) -> dict:
-    """The --json document: means, then per class (class-list order; null for a class without positives)."""
+    """The --json document: means, then per class (class-list order; null for a class without positives),
+    then the thresholded and top-3 CP..OF1 and the per-class precision, recall and F1 at 0.5."""
     per_class = {key: dict(zip(metrics["classes"], metrics[key])) for key in ("ap", "ap_voc07", "positives")}
-    return {"map": metrics["map"], "map_voc07": metrics["map_voc07"], **per_class, "images": images}
+    decisions = {key: dict(zip(metrics["classes"], values)) for key, values in metrics["per_class"].items()}
+    return {"map": metrics["map"], "map_voc07": metrics["map_voc07"], **per_class, "images": images,
+            "thresholded": metrics["thresholded"], "top3": metrics["top3"], **decisions}
 
 
 
@@ -164,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--year", metavar="YEAR",
                         help="with --voc: the VOC<YEAR> tree of a VOCdevkit that holds several (e.g. 2007)")
     parser.add_argument("--split", default="test", help="split to score against (default test)")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write map, map_voc07 and per-class AP here")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="also write map, map_voc07, per-class AP and the thresholded/top-3 figures here")
     return parser
 
 
