@@ -104,7 +104,7 @@ def test_another_class_list_is_refused_in_one_line(coco_run, csv_run, shards_dir
     csv_shards, csv_manifest, csv_out, _, _ = csv_run
     # A run resumed on shards of another data set.
     done = subprocess.run(ddp(["--shards", str(coco_shards), "--out", str(csv_out), "--resume", "--epochs", "2",
-                               *TINY]), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
+                               *TINY], ours=True), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"--resume: the run in {csv_out} is for classes [{csv_manifest['classes'][0]}" in done.stderr
     assert "class 0 is" in done.stderr
