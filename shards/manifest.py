@@ -1,7 +1,9 @@
 """manifest.json: what a shard folder holds, read by the loaders and the trainer.
 
 {"classes": [names in logit order], "background_logit": false (absent for VOC: shards.classes),
- "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count", "years", "sources"}},
+ "category_ids": [COCO's ids, in the classes' order] (COCO only),
+ "splits": {split: {"count", "shards", "ids", "labeled", "positives", "skipped_count", "years", "sources",
+                    "all_negative" (COCO and labels CSV)}},
  "image_policy": {...}, "samples_per_shard": int, "source": [paths], "skipped": [{"id", "split", "reason"}],
  "sha256": {shard file name: hex digest}}
 
@@ -17,7 +19,11 @@
 - "years": the VOC years the split's images come from (["2007"], or ["2007", "2012"] for 07+12),
   and "sources": one {"source": the --voc path, "tree": e.g. "VOC2012", "year": "2012" (null when
   the folder name says none), "listed": ids its ImageSets list} per VOC tree that filled the
-  split. Older manifests lack both (VOC2007 only was packed then).
+  split. Older manifests lack both (VOC2007 only was packed then). COCO and a labels CSV write
+  their own "sources" (e.g. {"source", "tree": "train2014", "year": "2014", "listed", "annotations"}
+  for COCO; the CSV and image folder for a labels CSV).
+- "all_negative": images of a labeled COCO or CSV split with no annotation or label at all, kept
+  as negatives for every class (VOC has none: every VOC image holds an object).
 - "sha256": each shard file's checksum at pack time (shards.verify checks them; the trainer
   does before training). Older manifests lack it: shards.verify.has_checksums().
 """
@@ -47,7 +53,7 @@ def split_record(shards: Sequence[str], ids: Sequence[str], states: Sequence[Seq
         "shards": list(shards),
         "ids": sorted(ids),
         "labeled": states is not None,
-        # Images with at least one non-difficult instance: the positives of the headline AP.
+        # Images with state 1 (VOC: at least one non-difficult instance): the positives of the headline AP.
         "positives": None if states is None else
         {name: sum(1 for s in states if s[c] == 1) for c, name in enumerate(classes.names)},
         "skipped_count": skipped_count,
@@ -74,7 +80,8 @@ def write_manifest(shards_dir: Path, manifest: dict) -> None:
 def load_manifest(shards_dir: str | Path) -> dict:
     """Read SHARDS_DIR/manifest.json; errors name the path and what to do."""
     path = Path(shards_dir) / MANIFEST_NAME
-    hint = f"pack the data first: python -m shards.pack --voc VOCDEVKIT --out {shards_dir}"
+    hint = f"pack the data first: python -m shards.pack --voc VOCDEVKIT | --coco ROOT | --labels CSV --images DIR " \
+           f"--out {shards_dir}"
     if not path.is_file():
         raise ManifestError(f"{path} not found: {shards_dir} is not a shard folder; {hint}")
     try:

@@ -101,7 +101,7 @@ def _check_shards(cfg: TrainConfig, fail: Fail) -> ClassList:
         looks_like_voc = (shards / "VOC2007").is_dir() or (shards / "JPEGImages").is_dir()
         fail("shards", f"{shards} has no manifest.json" + (
             f": it is a VOC folder, not shards; pack it first with `python -m shards.pack --voc {shards} --out SHARDS_DIR`"
-            if looks_like_voc else "; give the --out of `python -m shards.pack --voc VOCDEVKIT --out SHARDS_DIR`"))
+            if looks_like_voc else "; give the --out of `python -m shards.pack` (--voc, --coco or --labels)"))
     try:
         manifest = load_manifest(cfg.shards)
     except Exception as err:  # the manifest's own message names the file and the problem
@@ -116,8 +116,8 @@ def _check_shards(cfg: TrainConfig, fail: Fail) -> ClassList:
     for split in learned:  # test may be unlabeled (hidden labels): it is only scored
         if not is_labeled(splits[split]):
             fail("shards", f"split '{split}' of {cfg.shards} was packed without annotations (labels hidden); "
-                           f"training needs labeled {' and '.join(learned)}: pack them from a VOC tree with "
-                           f"Annotations/ for every {split} id")
+                           f"training needs labeled {' and '.join(learned)}: pack them with their labels (a VOC "
+                           f"tree with Annotations/ for every {split} id, COCO's instances json, a labels CSV)")
     bad = bad_shards(cfg.shards, manifest) if has_checksums(manifest) else []  # old manifests: the run warns
     if bad:
         fail("shards", f"{len(bad)} bad shard(s) in {cfg.shards}: {summarize(bad)}; pack again or copy the shard "
