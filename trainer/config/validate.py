@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from models import check_model_name
+from models import check_model_name, takes_option
+from models.torchvision_zoo import missing_imagenet_file
 from models.input_sizes import input_size_problem
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
@@ -60,6 +61,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         check_model_name(cfg.model)
     except ValueError as err:
         fail("model", str(err))
+    _check_pretrained(cfg, fail)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         fail("weights", f"no such file {cfg.weights}")
     _check_numbers(cfg, fail)
@@ -134,6 +136,24 @@ def _check_splits(cfg: TrainConfig, fail: Fail) -> tuple[str, ...]:
     if cfg.val_split == "none" and cfg.test_with == "best":
         fail("test_with", "best needs a validation split, and --val-split is none: use --test-with final")
     return names
+
+
+def _check_pretrained(cfg: TrainConfig, fail: Fail) -> None:
+    """--pretrained only for models with ImageNet weights, whose file is on this machine; on those
+    models --weights and --freeze-features need it (without it they start from random weights)."""
+    takes = takes_option(cfg.model, "pretrained")
+    if cfg.pretrained and not takes:
+        hint = "it loads them already: drop --pretrained" if cfg.model.endswith("_pretrained") else \
+            "the torchvision-named models have them (python -m models lists every model)"
+        fail("pretrained", f"model {cfg.model} has no ImageNet weights to load; {hint}")
+    if takes and not cfg.pretrained:
+        for name in ("weights", "freeze_features"):
+            if getattr(cfg, name):
+                fail(name, f"goes with ImageNet weights: add --pretrained (without it {cfg.model} starts "
+                           "from random weights)")
+    missing = missing_imagenet_file(cfg.model) if cfg.pretrained and cfg.weights is None else None
+    if missing:
+        fail("pretrained", missing)
 
 
 def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
