@@ -87,6 +87,7 @@ FILE_SECONDS = {
     "test_slurm.py": 300, "test_hang.py": 145, "test_slurm_suite.py": 100, "test_gpu_check.py": 98,
     "test_train_ddp.py": 85, "test_launch_sh.py": 55, "test_train_single.py": 53, "test_compile.py": 50,
     "test_faults.py": 46, "test_train_device.py": 41, "test_run_ends_clean.py": 38, "test_run_lock.py": 32,
+    "test_models_torchvision.py": 60, "test_train_pretrained.py": 30,
     "test_suite.py": 28, "test_loader_workers.py": 23, "test_evaluate.py": 14, "test_predict_evaluate_run.py": 14,
     "test_shards_pack_safety.py": 7, "test_train_hidden_test.py": 6, "test_shards_verify.py": 6,
     "test_device_loader.py": 5, "test_checkpoint_safety.py": 4, "test_train_splits.py": 3, "test_models.py": 3,
