@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,17 @@ from .weights import (PretrainedWeightsMissing, cached_weights_path, check_pretr
 # Auxiliary ImageNet classifiers of the DEFAULT weights files: the networks here are built without
 # them (they only add a training loss in torchvision's ImageNet recipe), so their keys are skipped.
 AUX_HEADS: dict[str, tuple[str, ...]] = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+# torchvision's DenseNet files predate its current layer names ("norm.1" is now "norm1"); torchvision
+# renames them in a private loader (densenet._load_state_dict), so the same rename is done here.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _current_key(key: str) -> str:
+    old = _DENSENET_OLD_KEY.match(key)
+    return old.group(1) + old.group(2) if old else key
 
 
 def default_weights(name: str) -> WeightsEnum:
@@ -102,8 +114,9 @@ def _builder(name: str) -> Callable[..., nn.Module]:
         model = _network(name, num_logits)
         if path is None:
             return model
+        rename = _current_key if name.startswith("densenet") else None
         return load_pretrained(model, name, path, head=classifier_name(name), freeze_features=freeze_features,
-                               unused=AUX_HEADS.get(name, ()))
+                               unused=AUX_HEADS.get(name, ()), rename=rename)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (f"torchvision's {name} with a num_logits-way classifier; pretrained: its DEFAULT ImageNet "

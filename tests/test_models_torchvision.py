@@ -4,6 +4,7 @@ Every torchvision model is checked on the meta device only (shapes, no memory); 
 stand-in weight files are kept to a few small networks.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_the_classifier_is_found_whatever_it_is_called(name: str) -> None:
 # Randomly initialized torchvision networks with their 1000-way ImageNet heads (and googlenet's
 # auxiliary heads, as its real file has them), saved where the hub cache keeps the real files.
 STAND_INS = {"mobilenet_v3_small": {}, "squeezenet1_1": {}, "googlenet": {"aux_logits": True, "init_weights": True},
-             "resnet18": {}}
+             "resnet18": {}, "mnasnet0_5": {}}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,8 @@ def test_the_cache_file_is_torchvisions_own_name(tmp_path, monkeypatch) -> None:
         assert imagenet_file(name) == str(cached_weights_path(weights))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1", "googlenet"])
+# mnasnet: torchvision's MNASNet refuses a state dict without its saved module versions.
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1", "googlenet", "mnasnet0_5"])
 def test_pretrained_loads_every_imagenet_tensor_but_the_classifier(name, torch_home, imagenet_states,
                                                                     monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
@@ -99,6 +101,18 @@ def test_pretrained_loads_every_imagenet_tensor_but_the_classifier(name, torch_h
     assert set(loaded) == set(features) | {head + "weight", head + "bias"}  # no auxiliary heads
     assert all(torch.equal(loaded[key], saved[key]) for key in features)
     assert loaded[head + "weight"].shape[0] == VOC.num_logits and saved[head + "weight"].shape[0] == 1000
+
+
+def test_densenet_files_with_torchvisions_old_layer_names_load(tmp_path) -> None:
+    torch.manual_seed(3)
+    current = get_model("densenet121", weights=None).state_dict()
+    # As the ImageNet file has them: "norm1.weight" -> "norm.1.weight", no num_batches_tracked (older than it).
+    old = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key): value
+           for key, value in current.items() if not key.endswith("num_batches_tracked")}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old
+    torch.save(old, tmp_path / "densenet121-a639ec97.pth")
+    loaded = create_model("densenet121", pretrained=True, weights=tmp_path / "densenet121-a639ec97.pth").state_dict()
+    assert all(torch.equal(loaded[key], current[key]) for key in current if not key.startswith("classifier."))
 
 
 def test_a_pretrained_googlenet_emits_logits_in_training_mode(torch_home, monkeypatch) -> None:
