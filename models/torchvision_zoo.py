@@ -22,6 +22,7 @@ import functools
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torchvision
@@ -32,8 +33,7 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 from shards.classes import VOC
 
 from .registry import is_registered, register_model
-from .weights import (PretrainedWeightsMissing, cached_weights_path, check_pretrained_options, find_weights,
-                      load_pretrained)
+from .weights import cached_weights_path, check_pretrained_options, find_weights, load_pretrained
 
 # Auxiliary ImageNet classifiers of the DEFAULT weights files: the networks here are built without
 # them (they only add a training loss in torchvision's ImageNet recipe), so their keys are skipped.
@@ -61,15 +61,11 @@ def imagenet_file(name: str) -> str:
     return str(cached_weights_path(default_weights(name)))
 
 
-def missing_imagenet_file(name: str) -> str | None:
-    """Why ``name``'s DEFAULT ImageNet weights cannot be read from the torch hub cache (where to put
-    them), or None when the file is there. Also for our alexnet, resnet18, resnet50: their
+def find_imagenet_file(name: str) -> Path:
+    """``name``'s DEFAULT ImageNet weights file in the torch hub cache; PretrainedWeightsMissing (saying
+    where to put it) when it is not there. Also for our alexnet, resnet18, resnet50: their
     ``*_pretrained`` files are torchvision's DEFAULT ones."""
-    try:
-        find_weights(name, default_weights(name), None)
-    except PretrainedWeightsMissing as err:
-        return str(err)
-    return None
+    return find_weights(name, default_weights(name), None)
 
 
 def _architecture_options(name: str) -> dict:

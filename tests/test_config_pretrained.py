@@ -8,6 +8,7 @@ import torch
 from torchvision.models import get_model
 
 from cli_in_process import run_module
+from models import PretrainedWeightsMissing
 from models.torchvision_zoo import imagenet_file
 from shards.classes import VOC
 from trainer.config import ConfigError, as_dict, parse_config
@@ -42,6 +43,9 @@ def test_a_missing_imagenet_file_is_one_line_naming_it_and_exit_2(base, empty_to
     expected = empty_torch_home / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("error: --pretrained: mobilenet_v3_small needs the ImageNet weights") and str(expected) in err
+    with pytest.raises(ConfigError) as refusal:  # trainer.suite files such a run under "no weights"
+        parse_config(base + ["--model", "mobilenet_v3_small", "--pretrained"])
+    assert isinstance(refusal.value.__cause__, PretrainedWeightsMissing)
 
 
 def test_pretrained_reads_the_cache_or_weights_and_the_trainer_builds_it(base, mobilenet_file, tmp_path):

@@ -16,7 +16,7 @@ from torchvision.models import AlexNet_Weights, ResNet18_Weights, ResNet50_Weigh
 from models import PretrainedWeightsMissing, create_model, list_models, meta_architecture
 from models.catalog import catalog, catalog_names, parameter_count
 from models.input_sizes import SEARCH, input_size_problem, smallest_input_size
-from models.torchvision_zoo import AUX_HEADS, classifier_name, default_weights, imagenet_file, missing_imagenet_file
+from models.torchvision_zoo import AUX_HEADS, classifier_name, default_weights, find_imagenet_file, imagenet_file
 from models.weights import cached_weights_path
 from shards.classes import VOC
 
@@ -147,7 +147,8 @@ def test_a_missing_file_says_where_to_put_it(tmp_path, monkeypatch) -> None:
     with pytest.raises(PretrainedWeightsMissing) as err:
         create_model("mobilenet_v3_small", pretrained=True)
     assert str(expected) in str(err.value) and default_weights("mobilenet_v3_small").url in str(err.value)
-    assert str(expected) in missing_imagenet_file("mobilenet_v3_small")
+    with pytest.raises(PretrainedWeightsMissing, match=re.escape(str(expected))):
+        find_imagenet_file("mobilenet_v3_small")
 
 
 def test_weights_and_freezing_need_pretrained() -> None:

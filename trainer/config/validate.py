@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from models import check_model_name, takes_option
-from models.torchvision_zoo import missing_imagenet_file
+from models import PretrainedWeightsMissing, check_model_name, takes_option
+from models.torchvision_zoo import find_imagenet_file
 from models.input_sizes import input_size_problem
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
@@ -61,7 +61,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         check_model_name(cfg.model)
     except ValueError as err:
         fail("model", str(err))
-    _check_pretrained(cfg, fail)
+    _check_pretrained(cfg, fail, sources or {})
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         fail("weights", f"no such file {cfg.weights}")
     _check_numbers(cfg, fail)
@@ -138,7 +138,7 @@ def _check_splits(cfg: TrainConfig, fail: Fail) -> tuple[str, ...]:
     return names
 
 
-def _check_pretrained(cfg: TrainConfig, fail: Fail) -> None:
+def _check_pretrained(cfg: TrainConfig, fail: Fail, sources: dict[str, str]) -> None:
     """--pretrained only for models with ImageNet weights, whose file is on this machine; on those
     models --weights and --freeze-features need it (without it they start from random weights)."""
     takes = takes_option(cfg.model, "pretrained")
@@ -151,9 +151,11 @@ def _check_pretrained(cfg: TrainConfig, fail: Fail) -> None:
             if getattr(cfg, name):
                 fail(name, f"goes with ImageNet weights: add --pretrained (without it {cfg.model} starts "
                            "from random weights)")
-    missing = missing_imagenet_file(cfg.model) if cfg.pretrained and cfg.weights is None else None
-    if missing:
-        fail("pretrained", missing)
+    if cfg.pretrained and cfg.weights is None:
+        try:
+            find_imagenet_file(cfg.model)
+        except PretrainedWeightsMissing as err:  # the cause tells trainer.suite "no weights" from bad settings
+            raise ConfigError(f"{where('pretrained', sources)}: {err}") from err
 
 
 def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
