@@ -45,7 +45,9 @@ def test_every_torchvision_model_builds_at_its_smallest_size_with_the_datas_logi
 
 CLASSIFIERS = {"resnet101": "fc", "squeezenet1_1": "classifier.1", "vit_b_16": "heads.head", "swin_t": "head",
                "mobilenet_v3_small": "classifier.3", "efficientnet_v2_s": "classifier.1", "densenet121": "classifier",
-               "convnext_tiny": "classifier.2", "googlenet": "fc", "regnet_y_400mf": "fc", "maxvit_t": "classifier.5"}
+               "convnext_tiny": "classifier.2", "googlenet": "fc", "regnet_y_400mf": "fc", "maxvit_t": "classifier.5",
+               "vgg11": "classifier.6", "shufflenet_v2_x0_5": "fc", "mnasnet0_5": "classifier.1", "inception_v3": "fc",
+               "swin_v2_t": "head"}  # one of each torchvision family
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
