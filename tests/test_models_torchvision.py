@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models import AlexNet_Weights, ResNet18_Weights, ResNet50_Weights, get_model
 
 from models import PretrainedWeightsMissing, create_model, list_models, meta_architecture
+from models.__main__ import main as describe_main
 from models.catalog import catalog, catalog_names, parameter_count
 from models.input_sizes import SEARCH, input_size_problem, smallest_input_size
 from models.torchvision_zoo import AUX_HEADS, classifier_name, default_weights, find_imagenet_file, imagenet_file
@@ -180,3 +181,11 @@ def test_the_listing_puts_ours_first_and_counts_real_parameters() -> None:
     assert lines[1].split() == ["final", "ours", f"{sum(p.numel() for p in create_model('final').parameters()):,}"]
     assert lines[2].split() == ["mobilenet_v3_small", "torchvision", f"{parameter_count('mobilenet_v3_small'):,}"]
     assert lines[-1].startswith("2 models;")
+
+
+def test_python_m_models_names_the_closest_model_on_a_typo(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        describe_main(["convnext_tinny"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: unknown model 'convnext_tinny'; did you mean 'convnext_tiny'?")
