@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from models import PretrainedWeightsMissing, check_model_name, takes_option
-from models.torchvision_zoo import find_imagenet_file
 from models.input_sizes import input_size_problem
+from models.torchvision_zoo import find_imagenet_file
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
@@ -143,9 +143,9 @@ def _check_pretrained(cfg: TrainConfig, fail: Fail, sources: dict[str, str]) -> 
     models --weights and --freeze-features need it (without it they start from random weights)."""
     takes = takes_option(cfg.model, "pretrained")
     if cfg.pretrained and not takes:
-        hint = "it loads them already: drop --pretrained" if cfg.model.endswith("_pretrained") else \
-            "the torchvision-named models have them (python -m models lists every model)"
-        fail("pretrained", f"model {cfg.model} has no ImageNet weights to load; {hint}")
+        fail("pretrained", f"model {cfg.model} loads its ImageNet weights already: drop --pretrained"
+             if cfg.model.endswith("_pretrained") else f"model {cfg.model} has no ImageNet weights to load; "
+             "the torchvision-named models have them (python -m models lists every model)")
     if takes and not cfg.pretrained:
         for name in ("weights", "freeze_features"):
             if getattr(cfg, name):
