@@ -12,12 +12,16 @@ from torchvision.models import alexnet as tv_alexnet
 from shards.classes import VOC
 
 from .registry import register_model
-from .weights import find_weights, load_pretrained
+from .weights import check_pretrained_options, find_weights, load_pretrained
 
 
 @register_model()
-def alexnet(num_logits: int = VOC.num_logits) -> AlexNet:
-    """AlexNet from random initialization (the report's 0.0928 test mAP row)."""
+def alexnet(num_logits: int = VOC.num_logits, pretrained: bool = False,
+            weights: str | os.PathLike | None = None, freeze_features: bool = False) -> AlexNet:
+    """AlexNet from random initialization (the report's 0.0928 test mAP row); ``pretrained``: alexnet_pretrained."""
+    check_pretrained_options("alexnet", pretrained, weights, freeze_features)
+    if pretrained:
+        return alexnet_pretrained(weights, freeze_features, num_logits)
     return tv_alexnet(weights=None, num_classes=num_logits)
 
 

@@ -10,6 +10,8 @@ import difflib
 import inspect
 from typing import Any, Callable, TypeVar
 
+import torch
+from accelerate import init_on_device
 from torch import nn
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
@@ -18,12 +20,19 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 # Model name -> the registered name whose builder makes the same network without loading any
 # weights (a pretrained model's from-scratch twin): for checks that need only the shapes.
 _ARCHITECTURES: dict[str, str] = {}
+# Model name -> where its builder comes from: "ours" (this repository's: the report's networks,
+# vocnet, the ResNets) or "torchvision" (models/torchvision_zoo.py).
+_SOURCES: dict[str, str] = {}
+SOURCES: tuple[str, ...] = ("ours", "torchvision")
 
 
-def register_model(name: str | None = None, *, architecture: str | None = None) -> Callable[[Builder], Builder]:
+def register_model(name: str | None = None, *, architecture: str | None = None,
+                   source: str = "ours") -> Callable[[Builder], Builder]:
     """Register a builder under ``name`` (default: the function's name); a name is taken once.
     ``architecture``: the registered model with the same layers whose builder loads no weights
-    (for ``*_pretrained`` builders, which read a weights file)."""
+    (for ``*_pretrained`` builders, which read a weights file). ``source``: one of SOURCES."""
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is not one of {', '.join(SOURCES)}")
 
     def register(builder: Builder) -> Builder:
         key = name or builder.__name__
@@ -32,14 +41,25 @@ def register_model(name: str | None = None, *, architecture: str | None = None) 
             raise ValueError(f"model name {key!r} is already registered by {taken.__module__}.{taken.__qualname__}")
         _BUILDERS[key] = builder
         _ARCHITECTURES[key] = architecture or key
+        _SOURCES[key] = source
         return builder
 
     return register
 
 
-def list_models() -> list[str]:
-    """Names ``create_model`` accepts, sorted."""
-    return sorted(_BUILDERS)
+def list_models(source: str | None = None) -> list[str]:
+    """Names ``create_model`` accepts, sorted; only those from ``source`` when given (see SOURCES)."""
+    return sorted(name for name in _BUILDERS if source is None or _SOURCES[name] == source)
+
+
+def is_registered(name: str) -> bool:
+    return name in _BUILDERS
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether the builder of registered model ``name`` has the keyword ``option`` (e.g. "pretrained")."""
+    check_model_name(name)
+    return option in inspect.signature(_BUILDERS[name]).parameters
 
 
 def check_model_name(name: str) -> None:
@@ -64,8 +84,20 @@ def create_model(name: str, **options: Any) -> nn.Module:
 
 
 def create_architecture(name: str, num_logits: int | None = None) -> nn.Module:
-    """The network ``name`` with its layers only: freshly initialized, no weights file read (build
-    it under ``torch.device("meta")`` and nothing is even allocated)."""
+    """The network ``name`` with its layers only: freshly initialized, no weights file read
+    (``meta_architecture`` builds it without allocating anything)."""
     check_model_name(name)
     options = {} if num_logits is None else {"num_logits": num_logits}
     return _BUILDERS[_ARCHITECTURES[name]](**options)
+
+
+def meta_architecture(name: str, num_logits: int | None = None) -> nn.Module:
+    """``create_architecture`` with every parameter and buffer on the meta device: shapes only, no memory.
+
+    Accelerate's ``init_on_device`` moves each parameter to meta as it is registered but leaves plain
+    tensors real, unlike ``with torch.device("meta")``: some builders compute their layer widths with
+    torch ops and read them back (torchvision's RegNets), which a meta tensor cannot do.
+    """
+    with init_on_device(torch.device("meta")):
+        model = create_architecture(name, num_logits)
+    return model.to("meta")

@@ -13,18 +13,26 @@ from torchvision.models import resnet50 as tv_resnet50
 from shards.classes import VOC
 
 from .registry import register_model
-from .weights import find_weights, load_pretrained
+from .weights import check_pretrained_options, find_weights, load_pretrained
 
 
 @register_model()
-def resnet18(num_logits: int = VOC.num_logits) -> ResNet:
-    """ResNet-18 from random initialization."""
+def resnet18(num_logits: int = VOC.num_logits, pretrained: bool = False,
+             weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
+    """ResNet-18 from random initialization; ``pretrained``: resnet18_pretrained."""
+    check_pretrained_options("resnet18", pretrained, weights, freeze_features)
+    if pretrained:
+        return resnet18_pretrained(weights, freeze_features, num_logits)
     return tv_resnet18(weights=None, num_classes=num_logits)
 
 
 @register_model()
-def resnet50(num_logits: int = VOC.num_logits) -> ResNet:
-    """ResNet-50 from random initialization."""
+def resnet50(num_logits: int = VOC.num_logits, pretrained: bool = False,
+             weights: str | os.PathLike | None = None, freeze_features: bool = False) -> ResNet:
+    """ResNet-50 from random initialization; ``pretrained``: resnet50_pretrained."""
+    check_pretrained_options("resnet50", pretrained, weights, freeze_features)
+    if pretrained:
+        return resnet50_pretrained(weights, freeze_features, num_logits)
     return tv_resnet50(weights=None, num_classes=num_logits)
 
 

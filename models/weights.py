@@ -12,7 +12,8 @@ Files are read with ``torch.load(weights_only=True)``: a state dict of tensors, 
 
 import os
 import pickle
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,13 +57,16 @@ def find_weights(model_name: str, weights_enum: WeightsEnum, weights: str | os.P
 
 
 def load_pretrained(
-    model: nn.Module, model_name: str, path: Path, *, head: str, freeze_features: bool = False
+    model: nn.Module, model_name: str, path: Path, *, head: str, freeze_features: bool = False,
+    unused: tuple[str, ...] = (), rename: Callable[[str], str] | None = None,
 ) -> nn.Module:
     """Load every tensor of the file at ``path`` except the classifier ``head`` (e.g. "fc") into ``model``.
 
     ``model`` is built with the data's head, which keeps its fresh initialization. With
     ``freeze_features`` every parameter outside ``head`` gets ``requires_grad=False``
     (BatchNorm running statistics still update in train mode; only the weights are frozen).
+    ``unused``: key prefixes of the file that ``model`` does not have (auxiliary ImageNet heads).
+    ``rename``: maps the file's key names to the model's (files saved by an older torchvision).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -72,7 +76,10 @@ def load_pretrained(
     if not isinstance(state, Mapping):
         raise ValueError(f"{model_name}: {path} does not hold a state dict (got {type(state).__name__})")
     prefix = head + "."
-    features = {key: value for key, value in state.items() if not key.startswith(prefix)}
+    features = OrderedDict((rename(key) if rename else key, value) for key, value in state.items()
+                           if not key.startswith((prefix, *unused)))
+    # Each module's saved version: torchvision's MNASNet and ViT convert older files by it on load.
+    features._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
     try:
         result = model.load_state_dict(features, strict=False)
     except RuntimeError as err:  # tensor shape mismatch: weights of another architecture
@@ -88,3 +95,11 @@ def load_pretrained(
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(prefix))
     return model
+
+
+def check_pretrained_options(model_name: str, pretrained: bool, weights: object, freeze_features: bool) -> None:
+    """ValueError when a weights file or frozen features are asked for without the ImageNet weights."""
+    if not pretrained and (weights is not None or freeze_features):
+        asked = "weights=" if weights is not None else "freeze_features"
+        raise ValueError(f"{model_name}: {asked} applies to ImageNet weights only; add pretrained=True "
+                         "(the trainer's --pretrained)")

@@ -12,7 +12,7 @@ from models import PretrainedWeightsMissing, create_model, describe, list_models
 from models.__main__ import main as describe_main
 from models.weights import cached_weights_path
 from models.input_sizes import input_size_problem
-from models.registry import create_architecture
+from models.registry import meta_architecture
 from shards.classes import VOC
 
 NUM_LOGITS = VOC.num_logits  # the report's head: 20 classes + __background__
@@ -26,7 +26,9 @@ def input_size(name: str) -> int:
     return 227 if name in FIXED_227 else 96
 
 
-@pytest.mark.parametrize("name", list_models())
+# Ours train a real step here; the torchvision-named ones (tests/test_models_torchvision.py) are
+# checked on the meta device, as a real step of each would take minutes.
+@pytest.mark.parametrize("name", list_models("ours"))
 def test_every_model_trains_a_step_in_channels_last(name: str, imagenet_torch_home, monkeypatch) -> None:
     """What the trainer does with any --model: forward, loss, backward, with channels_last memory."""
     monkeypatch.setenv("TORCH_HOME", str(imagenet_torch_home))  # the *_pretrained ones read this cache
@@ -56,16 +58,14 @@ def test_every_model_trains_a_step_in_channels_last(name: str, imagenet_torch_ho
     assert any(param.grad.abs().sum() > 0 for param in model.parameters())
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("ours"))
 def test_every_model_takes_its_head_width_from_the_data(name: str) -> None:
     """A data set of 7 classes gets a 7-logit head; the pre-launch size check asks for that width."""
-    with torch.device("meta"):
-        model = create_architecture(name, num_logits=7).eval()
-    assert model(torch.empty(1, 3, input_size(name), input_size(name), device="meta")).shape == (1, 7)
+    model = meta_architecture(name, num_logits=7).eval()
+    meta_images = torch.empty(1, 3, input_size(name), input_size(name), device="meta")
+    assert model(meta_images).shape == (1, 7)
     assert input_size_problem(name, input_size(name), num_logits=7) is None
-    with torch.device("meta"):  # without the option: the report's 21-logit head
-        assert create_architecture(name).eval()(torch.empty(1, 3, input_size(name), input_size(name))).shape == \
-            (1, NUM_LOGITS)
+    assert meta_architecture(name).eval()(meta_images).shape == (1, NUM_LOGITS)  # default: the report's head
 
 
 def trace_children(sequential: nn.Sequential, x: torch.Tensor) -> list[tuple[type, tuple[int, ...]]]:
@@ -172,7 +172,8 @@ def test_vocnet_takes_any_input_size_and_its_options() -> None:
 def test_registry_names_the_contract_models() -> None:
     expected = {"simple", "alexnet", "alexnet_pretrained", "basenet_nofc", "basenet_nofc_bn", "final",
                 "resnet18", "resnet18_pretrained", "resnet50", "resnet50_pretrained", "vocnet"}
-    assert set(list_models()) == expected
+    assert set(list_models("ours")) == expected
+    assert set(list_models()) == expected | set(list_models("torchvision"))
 
 
 def test_unknown_name_lists_the_known_ones_and_the_closest() -> None:

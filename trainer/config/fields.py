@@ -39,9 +39,15 @@ class TrainConfig:
         "split evaluated during training, whose best epoch is kept in best/; none: no selection and no best/, "
         "the final model is the one tested", ("val", "none")))
     # --- model
-    model: str = field(default="final", **_opt("model name from the registry: " + ", ".join(list_models())))
-    weights: str | None = field(default=None, **_opt("pretrained weights file (pretrained models only)"))
-    freeze_features: bool = field(default=False, **_opt("train only the classifier head (pretrained models)"))
+    model: str = field(default="final", **_opt(
+        "model name from the registry: " + ", ".join(list_models("ours")) + ", or any torchvision classification "
+        "model by its torchvision name (convnext_tiny, vit_b_16, ...; `python -m models` lists them all)"))
+    pretrained: bool = field(default=False, **_opt(
+        "start a torchvision-named model from torchvision's DEFAULT ImageNet weights, read from "
+        "$TORCH_HOME/hub/checkpoints/ under torchvision's file name or from --weights (never downloaded)"))
+    weights: str | None = field(default=None, **_opt(
+        "ImageNet weights file for *_pretrained models and --pretrained (default: the torch hub cache)"))
+    freeze_features: bool = field(default=False, **_opt("train only the classifier head (*_pretrained models, --pretrained)"))
     channels_last: bool = field(default=False, **_opt("channels_last memory format (faster convs on CPU/GPU)"))
     # --- schedule; all lengths are in epochs, not steps
     epochs: int = field(default=20, **_opt("number of epochs (epochs, not steps)"))
@@ -123,6 +129,7 @@ class TrainConfig:
 
 # Settings a resumed run must keep, because the checkpoint or the run's history depends on them:
 # model, freeze_features: the state dict and which parameters the optimizer state covers;
+# pretrained: where the run's weights started (the checkpoint replaces them, but the recipe differs);
 # optimizer, lr, momentum, weight_decay: the restored optimizer state overrides them silently;
 # batch_size, grad_accum, schedule, warmup_epochs: steps per epoch, the position of a mid-epoch
 #   checkpoint and the LR curve (epochs too under a schedule: see FROZEN_WITH_SCHEDULE);
@@ -140,7 +147,7 @@ class TrainConfig:
 # that epoch in the other order), evaluation, logging,
 # checkpointing and debug.
 FROZEN_ON_RESUME: tuple[str, ...] = (
-    "model", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
+    "model", "pretrained", "freeze_features", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "grad_accum",
     "schedule", "warmup_epochs", "seed", "loss", "pos_weight", "augment", "image_size", "train_splits", "val_split",
     "asl_gamma_neg", "asl_gamma_pos", "asl_clip", "label_smoothing", "head_lr_scale", "decay_norm_bias",
     "clip_grad_norm", "sync_bn", "lr_steps", "lr_gamma", "random_erasing", "mixup", "cutmix", "ema_decay", "tta",

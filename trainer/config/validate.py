@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from models import check_model_name
-from models.registry import create_architecture
+from models import PretrainedWeightsMissing, check_model_name, takes_option
 from models.input_sizes import input_size_problem
 from models.logits import logit_layer
+from models.registry import meta_architecture
+from models.torchvision_zoo import find_imagenet_file
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
@@ -62,6 +63,7 @@ def validate(cfg: TrainConfig, sources: dict[str, str] | None = None, *, check_i
         check_model_name(cfg.model)
     except ValueError as err:
         fail("model", str(err))
+    _check_pretrained(cfg, fail, sources or {})
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         fail("weights", f"no such file {cfg.weights}")
     _check_numbers(cfg, fail)
@@ -141,6 +143,26 @@ def _check_splits(cfg: TrainConfig, fail: Fail) -> tuple[str, ...]:
     if cfg.val_split == "none" and cfg.test_with == "best":
         fail("test_with", "best needs a validation split, and --val-split is none: use --test-with final")
     return names
+
+
+def _check_pretrained(cfg: TrainConfig, fail: Fail, sources: dict[str, str]) -> None:
+    """--pretrained only for models with ImageNet weights, whose file is on this machine; on those
+    models --weights and --freeze-features need it (without it they start from random weights)."""
+    takes = takes_option(cfg.model, "pretrained")
+    if cfg.pretrained and not takes:
+        fail("pretrained", f"model {cfg.model} loads its ImageNet weights already: drop --pretrained"
+             if cfg.model.endswith("_pretrained") else f"model {cfg.model} has no ImageNet weights to load; "
+             "the torchvision-named models have them (python -m models lists every model)")
+    if takes and not cfg.pretrained:
+        for name in ("weights", "freeze_features"):
+            if getattr(cfg, name):
+                fail(name, f"goes with ImageNet weights: add --pretrained (without it {cfg.model} starts "
+                           "from random weights)")
+    if cfg.pretrained and cfg.weights is None:
+        try:
+            find_imagenet_file(cfg.model)
+        except PretrainedWeightsMissing as err:  # the cause tells trainer.suite "no weights" from bad settings
+            raise ConfigError(f"{where('pretrained', sources)}: {err}") from err
 
 
 def _check_numbers(cfg: TrainConfig, fail: Fail) -> None:
@@ -226,8 +248,7 @@ def _check_loss_and_updates(cfg: TrainConfig, fail: Fail) -> None:
 
 def _check_logit_layer(model: str, num_logits: int, fail: Fail) -> None:
     """--head-lr-scale needs a layer that makes the logits; its layers alone (meta device) tell."""
-    with torch.device("meta"):
-        network = create_architecture(model, num_logits)
+    network = meta_architecture(model, num_logits)
     try:
         logit_layer(network, num_logits)
     except ValueError as err:

@@ -15,6 +15,8 @@ def build_model(cfg: TrainConfig, classes: ClassList) -> torch.nn.Module:
     options: dict = {"num_logits": classes.num_logits, **({"weights": cfg.weights} if cfg.weights else {})}
     if cfg.freeze_features:
         options["freeze_features"] = True
+    if cfg.pretrained:
+        options["pretrained"] = True
     try:
         model = create_model(cfg.model, **options)
     except FileNotFoundError as err:  # pretrained weights not on this machine: the message says where to put them

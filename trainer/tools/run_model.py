@@ -8,7 +8,8 @@ mid-epoch one, a copied best/). Default: best when the run has one, else final.
 
 A `*_pretrained` model is built as its from-scratch twin (`resnet18_pretrained` -> `resnet18`):
 the same torchvision network, so the run's weights replace every tensor and the ImageNet
-file the run started from is not needed. The strict state-dict load checks that they fit.
+file the run started from is not needed; a `--pretrained` run's network is built without it too.
+The strict state-dict load checks that they fit.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def architecture(cfg: TrainConfig) -> TrainConfig:
     """The run's settings for building its network with no pretrained file (see the module doc)."""
     base = cfg.model.removesuffix(PRETRAINED_SUFFIX)
     model = base if base != cfg.model and base in list_models() else cfg.model
-    return replace(cfg, model=model, weights=None, freeze_features=False)
+    return replace(cfg, model=model, pretrained=False, weights=None, freeze_features=False)
 
 
 def _state(directory: Path) -> dict:
