@@ -22,7 +22,7 @@ def test_list_shows_every_suite_with_its_runs_and_recipes(capsys) -> None:
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     suites = load_suites()
-    assert list(suites) == ["report", "part1a", "ablation", "ours"]
+    assert list(suites) == ["report", "part1a", "ablation", "ours", "papers"]
     assert len(suites["report"].runs) == 9
     included = (*suites["part1a"].runs, *suites["ablation"].runs)
     assert [r.name for r in suites["report"].runs] == [r.name for r in included] + ["final"]
@@ -30,8 +30,9 @@ def test_list_shows_every_suite_with_its_runs_and_recipes(capsys) -> None:
         assert re.search(rf"^{suite.name}  \S", out, re.M)
         for run in suite.runs:
             assert re.search(rf"^  {run.name} +configs/{run.recipe.parent.name}/{run.recipe.name}$", out, re.M)
-    # every YAML of configs/report is a run of the report suite
+    # every YAML of configs/report is a run of the report suite, every one of configs/papers of papers
     assert sorted(r.recipe for r in suites["report"].runs) == sorted(REPORT_RECIPES.glob("*.yaml"))
+    assert sorted(r.recipe for r in suites["papers"].runs) == sorted((ROOT / "configs" / "papers").glob("*.yaml"))
 
 
 def test_reference_figures_are_spec_s_and_name_the_report_suite_s_runs() -> None:
