@@ -17,9 +17,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +30,23 @@ from shards.synth import DEFAULT_BACKGROUNDS, generate
 from shards.synth_coco import generate_coco
 
 
+CHILD_LIMIT_S = 3600  # a 20000-image pack takes minutes on a 2-core box: past this it hangs
+
+
 def _child(command: list[str]) -> tuple[subprocess.Popen, str, int]:
-    """Run `command`; (the finished process, its stderr, its peak RSS in KiB)."""
+    """Run `command`; (the finished process, its stderr, its peak RSS in KiB). A child still running
+    after CHILD_LIMIT_S is killed (the reads below then end) and the benchmark stops saying so."""
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = child.stderr.read() if child.stderr else ""
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+    deadline = threading.Timer(CHILD_LIMIT_S, child.kill)
+    deadline.start()
+    try:
+        err = child.stderr.read() if child.stderr else ""
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+    finally:
+        deadline.cancel()
     child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode == -signal.SIGKILL:
+        sys.exit(f"{' '.join(command)} still running after {CHILD_LIMIT_S} s: killed")
     return child, err, usage.ru_maxrss  # Linux: KiB
 
 

@@ -133,7 +133,8 @@ def train_epoch(run: Run, epoch: int) -> EpochRow | None:
 
 def check_finite(run: Run, watch: LossWatch, state: RunState, epoch: int, update: int, batch: int) -> None:
     """Diverged on every rank when the loss summed over the ranks, or the weights, are not finite."""
-    watch.check(state.partial_loss_sum, run.accelerator, run.cfg.out, epoch)
+    with run.watchdog.waiting("every rank's first non-finite update (a gather)", phase="train", epoch=epoch):
+        watch.check(state.partial_loss_sum, run.accelerator, run.cfg.out, epoch)
     if not weights_finite(run.model):
         raise not_finite("the weights are", epoch, update, state.partial_loss_sum / (batch * run.world),
                          watch.lrs[update], run.cfg.out)
