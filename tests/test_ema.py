@@ -71,6 +71,9 @@ def test_a_run_resumed_mid_epoch_ends_with_the_same_ema_weights_and_test_map(sha
     assert again["test_map"] == summary["test_map"] and again["ema_model"] == summary["ema_model"]
     settings = yaml.safe_load((part / "config.yaml").read_text())["settings"]
     assert settings["ema_decay"] == 0.8 and settings["test_with"] == "ema"
+    # best/ says whose weights it holds, and the run state agrees (its epoch, its val mAP: the better of the two)
     best = json.loads((full / "best" / "trainer_state.json").read_text())
-    if summary["best_model"] is not None:  # best/ says whose weights it holds
-        assert summary["best_model"]["weights"] == best.get("weights", "model")
+    state = json.loads((full / "checkpoints" / "epoch_0002" / "trainer_state.json").read_text())
+    assert (best.get("weights", "model"), best["epoch"]) == (state["best_weights"], state["best_epoch"])
+    row = history(full)[best["epoch"] - 1]
+    assert best["val_map"] == pytest.approx(max(float(row["val_map"]), float(row["ema_val_map"])))

@@ -70,10 +70,14 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: torch.nn.Module
     data: RunData
-    classes: ClassList  # the data's class list: the model's logits, the columns of every score and table
     ema: AveragedModel | None  # --ema-decay: the average of the weights (recipe/ema.py), else None
     state: RunState  # where training stands: the last epoch end, or a mid-epoch checkpoint's position
     started: float  # this lifetime's start moved back by the earlier lifetimes' time (summary wall_seconds)
+
+    @property
+    def classes(self) -> ClassList:
+        """The data's class list: the model's logits, the columns of every score and table."""
+        return self.data.classes
 
     @property
     def dir(self) -> RunDir:
@@ -230,7 +234,7 @@ def set_up(cfg: TrainConfig, accelerator: Accelerator, progress: TrainProgress, 
                           accelerator.device)
     return Run(cfg=cfg, accelerator=accelerator, watchdog=watchdog, stop=stop, say=say, progress=progress, clock=clock,
                model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(accelerator.device),
-               data=data, classes=classes, ema=ema, state=state, started=wall_start - state.wall_seconds)
+               data=data, ema=ema, state=state, started=wall_start - state.wall_seconds)
 
 
 def print_debug_batch(say: Say, model: torch.nn.Module, data: RunData, image_size: int, device: torch.device) -> None:
