@@ -80,18 +80,18 @@ def slurm(slurm_cluster: LocalSlurm):
 
 
 # Rough seconds each slow file takes (`./launch.sh test --durations=60` on the 2-core box,
-# 2026-12-07: two workers, so under load), for the order below only: a file missing here is taken
+# 2026-12-08: two workers, so under load), for the order below only: a file missing here is taken
 # for a fast one and goes last. Add a new slow file (anything that starts trainers or a cluster)
 # with its time.
 FILE_SECONDS = {
-    "test_slurm.py": 300, "test_hang.py": 145, "test_slurm_suite.py": 100, "test_gpu_check.py": 98,
-    "test_train_ddp.py": 85, "test_launch_sh.py": 55, "test_train_single.py": 53, "test_compile.py": 50,
-    "test_faults.py": 46, "test_train_device.py": 41, "test_run_ends_clean.py": 38, "test_run_lock.py": 32,
-    "test_models_torchvision.py": 60, "test_diverge.py": 30, "test_train_pretrained.py": 30,
-    "test_suite.py": 28, "test_loader_workers.py": 23, "test_evaluate.py": 14, "test_predict_evaluate_run.py": 14,
-    "test_shards_pack_safety.py": 7, "test_train_hidden_test.py": 6, "test_shards_verify.py": 6,
-    "test_device_loader.py": 5, "test_checkpoint_safety.py": 4, "test_train_splits.py": 3, "test_models.py": 3,
-    "test_shards_bench.py": 3,
+    "test_slurm.py": 333, "test_hang.py": 181, "test_slurm_suite.py": 174, "test_gpu_check.py": 158,
+    "test_train_ddp.py": 117, "test_train_single.py": 95, "test_faults.py": 87, "test_launch_sh.py": 77,
+    "test_compile.py": 65, "test_run_ends_clean.py": 64, "test_train_device.py": 62, "test_models_torchvision.py": 60,
+    "test_train_other_data.py": 49, "test_run_lock.py": 49, "test_suite.py": 48, "test_loader_workers.py": 38,
+    "test_ema.py": 36, "test_train_recipe.py": 21, "test_train_pretrained.py": 18, "test_evaluate.py": 18,
+    "test_augment.py": 17, "test_shards_pack_safety.py": 15, "test_predict_evaluate_run.py": 15, "test_diverge.py": 12,
+    "test_train_hidden_test.py": 10, "test_shards_verify.py": 10, "test_models.py": 8, "test_train_splits.py": 5,
+    "test_device_loader.py": 5, "test_checkpoint_safety.py": 4, "test_shards_bench.py": 3,
 }
 
 
