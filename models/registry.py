@@ -21,9 +21,13 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 # weights (a pretrained model's from-scratch twin): for checks that need only the shapes.
 _ARCHITECTURES: dict[str, str] = {}
 # Model name -> where its builder comes from: "ours" (this repository's: the report's networks,
-# vocnet, the ResNets) or "torchvision" (models/torchvision_zoo.py).
+# vocnet, the ResNets), "torchvision" (models/torchvision_zoo.py) or "timm" (models/timm_zoo.py).
 _SOURCES: dict[str, str] = {}
-SOURCES: tuple[str, ...] = ("ours", "torchvision")
+SOURCES: tuple[str, ...] = ("ours", "torchvision", "timm")
+# Name prefix -> (resolver, source) for a family too large to register name by name (timm's 1,300+
+# networks): `resolve(rest)` returns the builder of prefix+rest, registered on its first use, or raises
+# ValueError saying why there is none.
+_NAMESPACES: dict[str, tuple[Callable[[str], Callable[..., nn.Module]], str]] = {}
 
 
 def register_model(name: str | None = None, *, architecture: str | None = None,
@@ -47,9 +51,25 @@ def register_model(name: str | None = None, *, architecture: str | None = None,
     return register
 
 
+def register_namespace(prefix: str, resolve: Callable[[str], Callable[..., nn.Module]], *, source: str) -> None:
+    """Names starting with ``prefix`` are built by ``resolve(rest of the name)``'s builder (see _NAMESPACES)."""
+    if prefix in _NAMESPACES:
+        raise ValueError(f"model name prefix {prefix!r} is already registered")
+    _NAMESPACES[prefix] = (resolve, source)
+
+
+def namespaces() -> dict[str, str]:
+    """Registered name prefixes and their sources, e.g. {"timm/": "timm"}."""
+    return {prefix: source for prefix, (_, source) in _NAMESPACES.items()}
+
+
 def list_models(source: str | None = None) -> list[str]:
-    """Names ``create_model`` accepts, sorted; only those from ``source`` when given (see SOURCES)."""
-    return sorted(name for name in _BUILDERS if source is None or _SOURCES[name] == source)
+    """Names ``create_model`` accepts, sorted; only those from ``source`` when given (see SOURCES).
+    Without ``source``, the names registered one by one: a namespace's (``timm/...``) are countless
+    and registered as they are used, so they are listed only when their source is asked for."""
+    if source is None:
+        return sorted(name for name in _BUILDERS if _SOURCES[name] not in namespaces().values())
+    return sorted(name for name in _BUILDERS if _SOURCES[name] == source)
 
 
 def is_registered(name: str) -> bool:
@@ -63,11 +83,18 @@ def takes_option(name: str, option: str) -> bool:
 
 
 def check_model_name(name: str) -> None:
-    """ValueError naming the closest registered name and every known one, unless ``name`` is registered."""
-    if name not in _BUILDERS:
-        close = difflib.get_close_matches(name, _BUILDERS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown model '{name}'; {hint}known: {', '.join(list_models())}")
+    """ValueError naming the closest registered name and every known one, unless ``name`` is registered
+    (a namespaced name such as ``timm/resnet18`` is registered here, on its first use)."""
+    if name in _BUILDERS:
+        return
+    for prefix, (resolve, source) in _NAMESPACES.items():
+        if name.startswith(prefix):
+            register_model(name, source=source)(resolve(name[len(prefix):]))  # ValueError: its own reason
+            return
+    close = difflib.get_close_matches(name, list_models(), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    more = "".join(f"; and {prefix}NAME for {source}'s networks" for prefix, source in namespaces().items())
+    raise ValueError(f"unknown model '{name}'; {hint}known: {', '.join(list_models())}{more}")
 
 
 def create_model(name: str, **options: Any) -> nn.Module:

@@ -88,7 +88,7 @@ FILE_SECONDS = {
     "test_train_ddp.py": 117, "test_train_single.py": 95, "test_faults.py": 87, "test_launch_sh.py": 77,
     "test_compile.py": 65, "test_run_ends_clean.py": 64, "test_train_device.py": 62, "test_models_torchvision.py": 60,
     "test_train_other_data.py": 49, "test_run_lock.py": 49, "test_suite.py": 48, "test_loader_workers.py": 38,
-    "test_ema.py": 36, "test_train_recipe.py": 21, "test_train_pretrained.py": 18, "test_evaluate.py": 18,
+    "test_ema.py": 36, "test_models_timm.py": 25, "test_train_recipe.py": 21, "test_train_pretrained.py": 18, "test_evaluate.py": 18,
     "test_augment.py": 17, "test_shards_pack_safety.py": 15, "test_predict_evaluate_run.py": 15, "test_diverge.py": 12,
     "test_train_hidden_test.py": 10, "test_shards_verify.py": 10, "test_models.py": 8, "test_train_splits.py": 5,
     "test_device_loader.py": 5, "test_checkpoint_safety.py": 4, "test_shards_bench.py": 3,

@@ -224,7 +224,8 @@ def test_config_module_prints_resolved_settings_or_one_error_line(base, capsys):
     code, out, err = run_module("trainer.config", [*base, "--model", "vocnt", "--epochs", "2"], capsys)
     assert (code, out) == (2, "")
     assert err.splitlines() == [f"error: --model: unknown model 'vocnt'; did you mean 'vocnet'? "
-                                f"known: {', '.join(list_models())}"]
+                                f"known: {', '.join(list_models())}; and "
+                                "timm/NAME for timm's networks"]
 
 
 def _pack_hiding(tmp_path: Path, split: str) -> Path:

@@ -65,7 +65,7 @@ def test_pretrained_reads_the_cache_or_weights_and_the_trainer_builds_it(base, m
 
 @pytest.mark.parametrize("extra, message", [
     (["--model", "vocnet", "--pretrained"], r"^--pretrained: model vocnet has no ImageNet weights to load; the "
-                                            r"torchvision-named models have them"),
+                                            r"torchvision-named and timm/ models have them"),
     (["--model", "resnet18_pretrained", "--pretrained"], r"^--pretrained: model resnet18_pretrained loads its ImageNet weights already: drop --pretrained$"),
     (["--model", "mobilenet_v3_small", "--freeze-features"], r"^--freeze-features: goes with ImageNet weights: add "
                                                              r"--pretrained"),

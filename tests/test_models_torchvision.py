@@ -180,7 +180,7 @@ def test_the_listing_puts_ours_first_and_counts_real_parameters() -> None:
     lines = catalog(["final", "mobilenet_v3_small"]).splitlines()
     assert lines[1].split() == ["final", "ours", f"{sum(p.numel() for p in create_model('final').parameters()):,}"]
     assert lines[2].split() == ["mobilenet_v3_small", "torchvision", f"{parameter_count('mobilenet_v3_small'):,}"]
-    assert lines[-1].startswith("2 models;")
+    assert lines[-2].startswith("2 models;") and lines[-1].startswith("timm/NAME: ")
 
 
 def test_python_m_models_names_the_closest_model_on_a_typo(capsys) -> None:

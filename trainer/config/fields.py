@@ -41,10 +41,12 @@ class TrainConfig:
     # --- model
     model: str = field(default="final", **_opt(
         "model name from the registry: " + ", ".join(list_models("ours")) + ", or any torchvision classification "
-        "model by its torchvision name (convnext_tiny, vit_b_16, ...; `python -m models` lists them all)"))
+        "model by its torchvision name (convnext_tiny, vit_b_16, ...; `python -m models` lists them all), or "
+        "timm/NAME for any timm network when timm is installed"))
     pretrained: bool = field(default=False, **_opt(
         "start a torchvision-named model from torchvision's DEFAULT ImageNet weights, read from "
-        "$TORCH_HOME/hub/checkpoints/ under torchvision's file name or from --weights (never downloaded)"))
+        "$TORCH_HOME/hub/checkpoints/ under torchvision's file name or from --weights (never downloaded); "
+        "a timm/NAME model from --weights only"))
     weights: str | None = field(default=None, **_opt(
         "ImageNet weights file for *_pretrained models and --pretrained (default: the torch hub cache)"))
     freeze_features: bool = field(default=False, **_opt("train only the classifier head (*_pretrained models, --pretrained)"))

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from models import PretrainedWeightsMissing, check_model_name, takes_option
+from models import PretrainedWeightsMissing, check_model_name, find_pretrained_file, takes_option
 from models.input_sizes import input_size_problem
 from models.logits import logit_layer
 from models.registry import meta_architecture
-from models.torchvision_zoo import find_imagenet_file
 from shards.classes import ClassList, class_list
 from shards.manifest import is_labeled, load_manifest
 from shards.verify import bad_shards, has_checksums, summarize
@@ -152,7 +151,7 @@ def _check_pretrained(cfg: TrainConfig, fail: Fail, sources: dict[str, str]) -> 
     if cfg.pretrained and not takes:
         fail("pretrained", f"model {cfg.model} loads its ImageNet weights already: drop --pretrained"
              if cfg.model.endswith("_pretrained") else f"model {cfg.model} has no ImageNet weights to load; "
-             "the torchvision-named models have them (python -m models lists every model)")
+             "the torchvision-named and timm/ models have them (python -m models lists every model)")
     if takes and not cfg.pretrained:
         for name in ("weights", "freeze_features"):
             if getattr(cfg, name):
@@ -160,7 +159,7 @@ def _check_pretrained(cfg: TrainConfig, fail: Fail, sources: dict[str, str]) -> 
                            "from random weights)")
     if cfg.pretrained and cfg.weights is None:
         try:
-            find_imagenet_file(cfg.model)
+            find_pretrained_file(cfg.model)
         except PretrainedWeightsMissing as err:  # the cause tells trainer.suite "no weights" from bad settings
             raise ConfigError(f"{where('pretrained', sources)}: {err}") from err
 
