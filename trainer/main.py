@@ -19,6 +19,7 @@ from trainer.config.yaml_files import read_run_record
 from trainer.evaluation.evaluate import NonFiniteScores
 from trainer.loop.diverge import LossWatch, not_finite, weights_finite
 from trainer.loop.final_test import test_and_write_outputs
+from trainer.loop.host_memory import keep_freed_memory
 from trainer.faults.exits import EXIT_LAUNCHER_GONE, RunFault, as_fault, say_error
 from trainer.faults.launcher import LauncherWatch, launcher_pid
 from trainer.faults.signals import StopSignal
@@ -43,6 +44,7 @@ def train(cfg: TrainConfig, earlier: dict | None = None) -> dict:
     # Stop signals are caught, and the launcher watched, from the start: a stop during set-up stops
     # the run at the first stop check with a checkpoint, instead of killing a process its peers wait for.
     launcher = LauncherWatch(launcher_pid())
+    keep_freed_memory()  # before anything is loaded: every step reuses the last one's memory (host_memory.py)
     with StopSignal(launcher=launcher) as stop, RunDirLock(cfg.out) as lock, Watchdog(cfg.hang_timeout) as watchdog:
         try:
             if earlier is None:
