@@ -6,7 +6,7 @@ gives the top of its heap back to the kernel once more than M_TRIM_THRESHOLD of 
 both thresholds as large blocks are freed. Which regime a step's activations (a few MB each) land
 in then depends on everything the process allocated before: on the demo recipe, one process, the
 trainer's steps paid for page faults that a bare loop with a different allocation history did not
-(28.6 against 29.9 images/s; both at 30.1 and 29.9 with these settings; docs/performance.md). Fixing
+(medians 28.7 against 29.8 images/s; with these settings 30.2 against 29.6; docs/performance.md). Fixing
 the thresholds at the top of glibc's own range makes the reuse independent of that history: blocks
 under 32 MiB come from the heap, and freed heap memory is kept up to 64 MiB (glibc's largest
 dynamic values). Large one-off buffers (the decoded splits) still go to mmap and back. (A single
